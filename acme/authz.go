@@ -1,0 +1,308 @@
+package acme
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/acmeca/caddy-acmeca/storage"
+	"github.com/acmeca/caddy-acmeca/validate"
+)
+
+// validationTimeout caps one validation, whatever the validator's own
+// timeouts say.
+const validationTimeout = 90 * time.Second
+
+type authzObject struct {
+	Identifier storage.Identifier `json:"identifier"`
+	Status     string             `json:"status"`
+	Expires    string             `json:"expires"`
+	Challenges []challengeObject  `json:"challenges"`
+	Wildcard   bool               `json:"wildcard,omitempty"`
+}
+
+type challengeObject struct {
+	Type      string   `json:"type"`
+	URL       string   `json:"url"`
+	Token     string   `json:"token"`
+	Status    string   `json:"status"`
+	Validated string   `json:"validated,omitempty"`
+	Error     *Problem `json:"error,omitempty"`
+}
+
+// authzStatus is an authorization's status now (a pending or valid one
+// past its expiry is expired).
+func authzStatus(a *storage.Authorization, now time.Time) string {
+	if (a.Status == storage.StatusPending || a.Status == storage.StatusValid) && now.After(a.Expires) {
+		return storage.StatusExpired
+	}
+	return a.Status
+}
+
+func (s *Server) authzObject(ctx context.Context, a *storage.Authorization) authzObject {
+	status := authzStatus(a, s.Now())
+	obj := authzObject{
+		Identifier: a.Identifier,
+		Status:     status,
+		Expires:    a.Expires.UTC().Format(timeFormat),
+		Wildcard:   a.Wildcard,
+		Challenges: []challengeObject{},
+	}
+	for _, c := range a.Challenges {
+		// §7.1.4: a final authorization lists the challenges that were
+		// tried, not the untouched ones.
+		if (status == storage.StatusValid || status == storage.StatusInvalid) && c.Status == storage.StatusPending {
+			continue
+		}
+		obj.Challenges = append(obj.Challenges, s.challengeObject(ctx, a, c))
+	}
+	return obj
+}
+
+func (s *Server) challengeObject(ctx context.Context, a *storage.Authorization, c storage.Challenge) challengeObject {
+	obj := challengeObject{
+		Type:   c.Type,
+		URL:    s.resourceURL(ctx, "chall", a.ID, c.Type),
+		Token:  c.Token,
+		Status: c.Status,
+		Error:  fromStored(c.Error),
+	}
+	if !c.Validated.IsZero() {
+		obj.Validated = c.Validated.UTC().Format(timeFormat)
+	}
+	return obj
+}
+
+func (s *Server) loadOwnAuthz(ctx context.Context, req *signedRequest, id string) (*storage.Authorization, *Problem) {
+	a, err := s.store.Authorization(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, Malformed("authorization %s does not exist", id).WithStatus(http.StatusNotFound)
+	}
+	if err != nil {
+		s.logger.Error("loading authorization", errField(err))
+		return nil, Internal("could not load the authorization")
+	}
+	if a.AccountID != req.Account.ID {
+		return nil, Unauthorized("authorization %s belongs to another account", id)
+	}
+	return a, nil
+}
+
+type authzUpdatePayload struct {
+	Status string `json:"status"`
+}
+
+// handleAuthz reads an authorization (POST-as-GET) or deactivates it.
+func (s *Server) handleAuthz(w http.ResponseWriter, r *http.Request, req *signedRequest, args []string) *Problem {
+	ctx := r.Context()
+	if req.PostAsGet {
+		a, p := s.loadOwnAuthz(ctx, req, args[0])
+		if p != nil {
+			return p
+		}
+		s.resumeStale(ctx, a)
+		if authzStatus(a, s.Now()) == storage.StatusPending {
+			w.Header().Set("Retry-After", "1")
+		}
+		s.writeJSON(w, r, http.StatusOK, s.authzObject(ctx, a))
+		return nil
+	}
+	var pl authzUpdatePayload
+	if p := decodePayload(req.Payload, &pl); p != nil {
+		return p
+	}
+	if pl.Status != storage.StatusDeactivated {
+		return Malformed("an authorization's status can only be changed to %q, not %q", storage.StatusDeactivated, pl.Status)
+	}
+	defer s.Shared.lock("authz:" + args[0])()
+	a, p := s.loadOwnAuthz(ctx, req, args[0])
+	if p != nil {
+		return p
+	}
+	if st := authzStatus(a, s.Now()); st != storage.StatusPending && st != storage.StatusValid {
+		return Malformed("authorization is %s; only pending or valid authorizations can be deactivated", st)
+	}
+	a.Status = storage.StatusDeactivated
+	if err := s.store.PutAuthorization(ctx, a); err != nil {
+		s.logger.Error("storing authorization", errField(err))
+		return Internal("could not store the authorization")
+	}
+	s.writeJSON(w, r, http.StatusOK, s.authzObject(ctx, a))
+	return nil
+}
+
+// handleChallenge reads a challenge (POST-as-GET) or, with a JSON object
+// payload, asks the CA to validate it (RFC 8555 §7.5.1).
+func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *signedRequest, args []string) *Problem {
+	ctx := r.Context()
+	authzID, typ := args[0], args[1]
+	respond := func(a *storage.Authorization, c storage.Challenge) *Problem {
+		w.Header().Add("Link", link(s.resourceURL(ctx, "authz", a.ID), "up"))
+		if c.Status == storage.StatusProcessing || c.Status == storage.StatusPending {
+			w.Header().Set("Retry-After", "1")
+		}
+		s.writeJSON(w, r, http.StatusOK, s.challengeObject(ctx, a, c))
+		return nil
+	}
+	find := func(a *storage.Authorization) int {
+		for i, c := range a.Challenges {
+			if c.Type == typ {
+				return i
+			}
+		}
+		return -1
+	}
+
+	if req.PostAsGet {
+		a, p := s.loadOwnAuthz(ctx, req, authzID)
+		if p != nil {
+			return p
+		}
+		i := find(a)
+		if i < 0 {
+			return Malformed("authorization %s has no %s challenge", authzID, typ).WithStatus(http.StatusNotFound)
+		}
+		s.resumeStale(ctx, a)
+		return respond(a, a.Challenges[i])
+	}
+
+	unlock := s.Shared.lock("authz:" + authzID)
+	a, p := s.loadOwnAuthz(ctx, req, authzID)
+	if p != nil {
+		unlock()
+		return p
+	}
+	i := find(a)
+	if i < 0 {
+		unlock()
+		return Malformed("authorization %s has no %s challenge", authzID, typ).WithStatus(http.StatusNotFound)
+	}
+	c := a.Challenges[i]
+	if c.Status != storage.StatusPending || hasProcessing(a) {
+		// Already answered or being validated: report where it stands.
+		unlock()
+		return respond(a, c)
+	}
+	if st := authzStatus(a, s.Now()); st != storage.StatusPending {
+		unlock()
+		return Malformed("authorization for %s is %s; its challenges can no longer be answered", a.Identifier.Value, st)
+	}
+	c.Status = storage.StatusProcessing
+	c.ProcessingSince = s.Now()
+	a.Challenges[i] = c
+	if err := s.store.PutAuthorization(ctx, a); err != nil {
+		unlock()
+		s.logger.Error("storing authorization", errField(err))
+		return Internal("could not store the challenge")
+	}
+	unlock()
+	s.startValidation(s.accountURL(ctx, a.AccountID), a.ID, typ)
+	return respond(a, c)
+}
+
+// resumeStale restarts a validation that a stopped process left in
+// processing.
+func (s *Server) resumeStale(ctx context.Context, a *storage.Authorization) {
+	for _, c := range a.Challenges {
+		if c.Status == storage.StatusProcessing && s.Now().Sub(c.ProcessingSince) > staleAfter {
+			s.startValidation(s.accountURL(ctx, a.AccountID), a.ID, c.Type)
+		}
+	}
+}
+
+// startValidation validates a challenge in the background, at most once at
+// a time per authorization in this process. It outlives the request and a
+// config reload; a clean stop waits for it (see Shared.Close).
+func (s *Server) startValidation(accountURL, authzID, typ string) {
+	if _, busy := s.Shared.inflight.LoadOrStore(authzID, struct{}{}); busy {
+		return
+	}
+	s.Shared.validations.Add(1)
+	go func() {
+		defer s.Shared.validations.Done()
+		defer s.Shared.inflight.Delete(authzID)
+		ctx, cancel := context.WithTimeout(context.Background(), validationTimeout)
+		defer cancel()
+		s.validate(ctx, accountURL, authzID, typ)
+	}()
+}
+
+func (s *Server) validate(ctx context.Context, accountURL, authzID, typ string) {
+	log := s.logger.With(zap.String("authz", authzID), zap.String("challenge", typ))
+	a, err := s.store.Authorization(ctx, authzID)
+	if err != nil {
+		log.Error("loading authorization for validation", errField(err))
+		return
+	}
+	acct, err := s.store.Account(ctx, a.AccountID)
+	if err != nil {
+		log.Error("loading account for validation", errField(err))
+		return
+	}
+	var token string
+	for _, c := range a.Challenges {
+		if c.Type == typ {
+			token = c.Token
+		}
+	}
+
+	var verr error
+	validator, ok := s.Validators[typ]
+	if !ok {
+		verr = validate.Problemf(validate.ProblemServerInternal, "challenge type %s is no longer offered by this CA", typ)
+	} else {
+		verr = validator.Validate(ctx, validate.Challenge{
+			Type:             typ,
+			Identifier:       validate.Identifier{Type: a.Identifier.Type, Value: a.Identifier.Value},
+			Token:            token,
+			KeyAuthorization: token + "." + acct.Thumbprint,
+			AccountURL:       accountURL,
+			Resolver:         s.Resolver,
+		})
+	}
+
+	defer s.Shared.lock("authz:" + authzID)()
+	a, err = s.store.Authorization(ctx, authzID)
+	if err != nil {
+		log.Error("reloading authorization after validation", errField(err))
+		return
+	}
+	now := s.Now()
+	for i := range a.Challenges {
+		c := &a.Challenges[i]
+		if c.Type != typ || c.Status != storage.StatusProcessing {
+			continue
+		}
+		if a.Status != storage.StatusPending { // deactivated meanwhile
+			c.Status = storage.StatusInvalid
+			c.Error = Malformed("the authorization was %s while the challenge was validated", a.Status).stored()
+			break
+		}
+		if verr == nil {
+			c.Status, c.Validated = storage.StatusValid, now
+			a.Status, a.ValidatedAt = storage.StatusValid, now
+			a.Expires = now.Add(s.ValidAuthzLifetime)
+			log.Info("challenge valid", zap.String("identifier", a.Identifier.Value))
+		} else {
+			c.Status = storage.StatusInvalid
+			c.Error = problemFromValidation(verr).stored()
+			a.Status = storage.StatusInvalid
+			log.Info("challenge failed", zap.String("identifier", a.Identifier.Value), zap.Error(verr))
+		}
+	}
+	if err := s.store.PutAuthorization(ctx, a); err != nil {
+		log.Error("storing validation result", errField(err))
+	}
+}
+
+// problemFromValidation maps a validator's error to an ACME problem.
+func problemFromValidation(err error) *Problem {
+	var vp *validate.Problem
+	if errors.As(err, &vp) {
+		return NewProblem(vp.Type, "%s", vp.Detail)
+	}
+	return NewProblem(ErrServerInternal, "validation failed: %v", err)
+}

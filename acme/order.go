@@ -1,0 +1,238 @@
+package acme
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/acmeca/caddy-acmeca/storage"
+)
+
+const timeFormat = time.RFC3339
+
+type orderObject struct {
+	Status         string               `json:"status"`
+	Expires        string               `json:"expires"`
+	Identifiers    []storage.Identifier `json:"identifiers"`
+	Authorizations []string             `json:"authorizations"`
+	Finalize       string               `json:"finalize"`
+	Certificate    string               `json:"certificate,omitempty"`
+	Error          *Problem             `json:"error,omitempty"`
+}
+
+type newOrderPayload struct {
+	Identifiers []storage.Identifier `json:"identifiers"`
+	NotBefore   string               `json:"notBefore"`
+	NotAfter    string               `json:"notAfter"`
+}
+
+func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *signedRequest, _ []string) *Problem {
+	ctx := r.Context()
+	var pl newOrderPayload
+	if p := decodePayload(req.Payload, &pl); p != nil {
+		return p
+	}
+	if pl.NotBefore != "" || pl.NotAfter != "" {
+		return Malformed("this CA does not support notBefore/notAfter in orders; leave them out and the certificate is valid from issuance for the CA's configured lifetime")
+	}
+	idents, p := normalizeIdentifiers(pl.Identifiers)
+	if p != nil {
+		return p
+	}
+
+	now := s.Now()
+	order := &storage.Order{
+		ID:          newID(),
+		AccountID:   req.Account.ID,
+		Status:      storage.StatusPending,
+		Identifiers: idents,
+		Expires:     now.Add(s.OrderLifetime),
+		CreatedAt:   now,
+	}
+	for _, id := range idents {
+		authz, p := s.authorizationFor(ctx, req.Account, id, now)
+		if p != nil {
+			return p
+		}
+		order.AuthzIDs = append(order.AuthzIDs, authz.ID)
+		if authz.Expires.Before(order.Expires) {
+			order.Expires = authz.Expires
+		}
+	}
+	if err := s.store.PutOrder(ctx, order); err != nil {
+		s.logger.Error("storing order", errField(err))
+		return Internal("could not store the order")
+	}
+	if err := s.store.AddAccountOrder(ctx, order.AccountID, order.ID); err != nil {
+		s.logger.Warn("indexing order under its account", errField(err))
+	}
+	obj, p := s.orderObject(ctx, order)
+	if p != nil {
+		return p
+	}
+	w.Header().Set("Location", s.resourceURL(ctx, "order", order.ID))
+	s.writeJSON(w, r, http.StatusCreated, obj)
+	return nil
+}
+
+// authorizationFor returns the account's authorization for an identifier:
+// a reused one while it stays pending or valid for at least reuseMargin, or
+// a new pending one with one challenge per offered type.
+func (s *Server) authorizationFor(ctx context.Context, acct *storage.Account, id storage.Identifier, now time.Time) (*storage.Authorization, *Problem) {
+	defer s.Shared.lock("authz_by_name:" + acct.ID + ":" + id.Value)()
+	if authzID, err := s.store.ReusableAuthorizationID(ctx, acct.ID, id.Value); err == nil {
+		a, err := s.store.Authorization(ctx, authzID)
+		if err == nil && a.Expires.After(now.Add(reuseMargin)) &&
+			(a.Status == storage.StatusValid || (a.Status == storage.StatusPending && !hasProcessing(a))) {
+			return a, nil
+		}
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		s.logger.Error("looking up reusable authorization", errField(err))
+		return nil, Internal("could not look up authorizations")
+	}
+
+	wildcard := len(id.Value) > 2 && id.Value[:2] == "*."
+	a := &storage.Authorization{
+		ID:         newID(),
+		AccountID:  acct.ID,
+		Identifier: storage.Identifier{Type: id.Type, Value: id.Value},
+		Wildcard:   wildcard,
+		Status:     storage.StatusPending,
+		Expires:    now.Add(s.PendingAuthzLifetime),
+		CreatedAt:  now,
+	}
+	if wildcard {
+		a.Identifier.Value = id.Value[2:]
+	}
+	for _, typ := range s.challOrder {
+		// RFC 8555 §7.1.3: wildcard names are proven by dns-01 alone.
+		if wildcard && typ != "dns-01" {
+			continue
+		}
+		a.Challenges = append(a.Challenges, storage.Challenge{Type: typ, Token: newToken(), Status: storage.StatusPending})
+	}
+	if len(a.Challenges) == 0 {
+		return nil, NewProblem(ErrRejectedIdentifier, "this CA offers no challenge type that can prove control of %q", id.Value)
+	}
+	if err := s.store.PutAuthorization(ctx, a); err != nil {
+		s.logger.Error("storing authorization", errField(err))
+		return nil, Internal("could not store the authorization")
+	}
+	if err := s.store.PutReusableAuthorizationID(ctx, acct.ID, id.Value, a.ID); err != nil {
+		s.logger.Warn("indexing authorization", errField(err))
+	}
+	return a, nil
+}
+
+func hasProcessing(a *storage.Authorization) bool {
+	for _, c := range a.Challenges {
+		if c.Status == storage.StatusProcessing {
+			return true
+		}
+	}
+	return false
+}
+
+// orderState works out an order's current status from its own record and
+// its authorizations (RFC 8555 §7.1.6).
+func (s *Server) orderState(ctx context.Context, o *storage.Order) (string, *Problem, *Problem) {
+	now := s.Now()
+	switch o.Status {
+	case storage.StatusValid, storage.StatusInvalid:
+		return o.Status, fromStored(o.Error), nil
+	case storage.StatusProcessing:
+		if now.Sub(o.ProcessingSince) < staleAfter {
+			return storage.StatusProcessing, nil, nil
+		}
+		// Abandoned by a process that stopped mid-finalize: the order is
+		// ready again, and finalize may be retried.
+	}
+	if now.After(o.Expires) {
+		return storage.StatusInvalid, NewProblem(ErrMalformed, "the order expired at %s before it was finalized", o.Expires.UTC().Format(timeFormat)), nil
+	}
+	ready := true
+	for _, id := range o.AuthzIDs {
+		a, err := s.store.Authorization(ctx, id)
+		if err != nil {
+			s.logger.Error("loading authorization", errField(err))
+			return "", nil, Internal("could not load the order's authorizations")
+		}
+		s.resumeStale(ctx, a)
+		switch st := authzStatus(a, now); st {
+		case storage.StatusValid:
+		case storage.StatusPending:
+			ready = false
+		default:
+			p := NewProblem(ErrUnauthorized, "authorization for %s is %s", a.Identifier.Value, st)
+			for _, c := range a.Challenges {
+				if c.Error != nil {
+					p = fromStored(c.Error)
+					p.Detail = "authorization for " + a.Identifier.Value + " failed: " + p.Detail
+				}
+			}
+			return storage.StatusInvalid, p, nil
+		}
+	}
+	if ready {
+		return storage.StatusReady, nil, nil
+	}
+	return storage.StatusPending, nil, nil
+}
+
+func (s *Server) orderObject(ctx context.Context, o *storage.Order) (*orderObject, *Problem) {
+	status, orderErr, p := s.orderState(ctx, o)
+	if p != nil {
+		return nil, p
+	}
+	obj := &orderObject{
+		Status:      status,
+		Expires:     o.Expires.UTC().Format(timeFormat),
+		Identifiers: o.Identifiers,
+		Finalize:    s.resourceURL(ctx, "order", o.ID, "finalize"),
+		Error:       orderErr,
+	}
+	for _, id := range o.AuthzIDs {
+		obj.Authorizations = append(obj.Authorizations, s.resourceURL(ctx, "authz", id))
+	}
+	if status == storage.StatusValid && o.CertSerial != "" {
+		obj.Certificate = s.resourceURL(ctx, "cert", o.CertSerial)
+	}
+	return obj, nil
+}
+
+// loadOwnOrder loads an order that must belong to the requesting account.
+func (s *Server) loadOwnOrder(ctx context.Context, req *signedRequest, id string) (*storage.Order, *Problem) {
+	o, err := s.store.Order(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, Malformed("order %s does not exist", id).WithStatus(http.StatusNotFound)
+	}
+	if err != nil {
+		s.logger.Error("loading order", errField(err))
+		return nil, Internal("could not load the order")
+	}
+	if o.AccountID != req.Account.ID {
+		return nil, Unauthorized("order %s belongs to another account", id)
+	}
+	return o, nil
+}
+
+func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request, req *signedRequest, args []string) *Problem {
+	ctx := r.Context()
+	if !req.PostAsGet {
+		return Malformed("read an order with POST-as-GET (an empty payload)")
+	}
+	o, p := s.loadOwnOrder(ctx, req, args[0])
+	if p != nil {
+		return p
+	}
+	obj, p := s.orderObject(ctx, o)
+	if p != nil {
+		return p
+	}
+	if obj.Status == storage.StatusProcessing || obj.Status == storage.StatusPending {
+		w.Header().Set("Retry-After", "1")
+	}
+	s.writeJSON(w, r, http.StatusOK, obj)
+	return nil
+}
