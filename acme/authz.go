@@ -3,7 +3,9 @@ package acme
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -199,7 +201,7 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *si
 		return Internal("could not store the challenge")
 	}
 	unlock()
-	s.startValidation(s.accountURL(ctx, a.AccountID), a.ID, typ)
+	s.startValidation(s.job(ctx, a, typ))
 	return respond(a, c)
 }
 
@@ -208,7 +210,7 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *si
 func (s *Server) resumeStale(ctx context.Context, a *storage.Authorization) {
 	for _, c := range a.Challenges {
 		if c.Status == storage.StatusProcessing && s.Now().Sub(c.ProcessingSince) > staleAfter {
-			s.startValidation(s.accountURL(ctx, a.AccountID), a.ID, c.Type)
+			s.startValidation(s.job(ctx, a, c.Type))
 		}
 	}
 }
@@ -216,21 +218,67 @@ func (s *Server) resumeStale(ctx context.Context, a *storage.Authorization) {
 // startValidation validates a challenge in the background, at most once at
 // a time per authorization in this process. It outlives the request and a
 // config reload; a clean stop waits for it (see Shared.Close).
-func (s *Server) startValidation(accountURL, authzID, typ string) {
-	if _, busy := s.Shared.inflight.LoadOrStore(authzID, struct{}{}); busy {
+func (s *Server) startValidation(j validationJob) {
+	if _, busy := s.Shared.inflight.LoadOrStore(j.authzID, struct{}{}); busy {
 		return
 	}
 	s.Shared.validations.Add(1)
 	go func() {
 		defer s.Shared.validations.Done()
-		defer s.Shared.inflight.Delete(authzID)
+		defer s.Shared.inflight.Delete(j.authzID)
 		ctx, cancel := context.WithTimeout(context.Background(), validationTimeout)
 		defer cancel()
-		s.validate(ctx, accountURL, authzID, typ)
+		s.validate(ctx, j)
 	}()
 }
 
-func (s *Server) validate(ctx context.Context, accountURL, authzID, typ string) {
+// validationJob is what a background validation needs from the request
+// that started it.
+type validationJob struct {
+	authzID, typ  string
+	accountURL    string
+	caaIdentities []string
+}
+
+func (s *Server) job(ctx context.Context, a *storage.Authorization, typ string) validationJob {
+	return validationJob{
+		authzID:       a.ID,
+		typ:           typ,
+		accountURL:    s.accountURL(ctx, a.AccountID),
+		caaIdentities: s.caaIdentities(ctx),
+	}
+}
+
+// caaIdentities are the issuer domain names CAA records must name: the
+// configured ones, or the host name clients reach this CA at.
+func (s *Server) caaIdentities(ctx context.Context) []string {
+	if len(s.CAAIdentities) > 0 {
+		return s.CAAIdentities
+	}
+	host := strings.TrimPrefix(strings.TrimPrefix(s.baseURL(ctx), "https://"), "http://")
+	host, _, _ = strings.Cut(host, "/")
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return []string{host}
+}
+
+// checkCAA applies CAA to a dns authorization proven by method.
+func (s *Server) checkCAA(ctx context.Context, a *storage.Authorization, method, accountURL string, identities []string) error {
+	if !s.CAA || a.Identifier.Type != "dns" {
+		return nil
+	}
+	return validate.CheckCAA(ctx, s.Resolver, validate.CAACheck{
+		Name:       a.Identifier.Value,
+		Wildcard:   a.Wildcard,
+		Identities: identities,
+		AccountURL: accountURL,
+		Method:     method,
+	})
+}
+
+func (s *Server) validate(ctx context.Context, j validationJob) {
+	authzID, typ := j.authzID, j.typ
 	log := s.logger.With(zap.String("authz", authzID), zap.String("challenge", typ))
 	a, err := s.store.Authorization(ctx, authzID)
 	if err != nil {
@@ -259,9 +307,14 @@ func (s *Server) validate(ctx context.Context, accountURL, authzID, typ string) 
 			Identifier:       validate.Identifier{Type: a.Identifier.Type, Value: a.Identifier.Value},
 			Token:            token,
 			KeyAuthorization: token + "." + acct.Thumbprint,
-			AccountURL:       accountURL,
+			AccountURL:       j.accountURL,
 			Resolver:         s.Resolver,
 		})
+		if verr == nil {
+			// CAA is checked after control is proven, as Boulder does,
+			// so a CAA refusal never hides a failed challenge.
+			verr = s.checkCAA(ctx, a, typ, j.accountURL, j.caaIdentities)
+		}
 	}
 
 	defer s.Shared.lock("authz:" + authzID)()

@@ -8,9 +8,11 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -48,6 +50,9 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 	}
 	csr, p := checkCSR(der, o.Identifiers, req.Account)
 	if p != nil {
+		return p
+	}
+	if p := s.recheckCAA(ctx, o); p != nil {
 		return p
 	}
 	names := make([]string, len(o.Identifiers))
@@ -104,6 +109,37 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 	return nil
 }
 
+// caaRecheckAfter: CAA is checked again at finalize for authorizations
+// validated longer ago than this (CA/B Forum Baseline Requirements 3.2.2.8).
+const caaRecheckAfter = 8 * time.Hour
+
+func (s *Server) recheckCAA(ctx context.Context, o *storage.Order) *Problem {
+	if !s.CAA {
+		return nil
+	}
+	now := s.Now()
+	for _, id := range o.AuthzIDs {
+		a, err := s.store.Authorization(ctx, id)
+		if err != nil {
+			s.logger.Error("loading authorization", errField(err))
+			return Internal("could not load the order's authorizations")
+		}
+		if now.Sub(a.ValidatedAt) <= caaRecheckAfter {
+			continue
+		}
+		method := ""
+		for _, c := range a.Challenges {
+			if c.Status == storage.StatusValid {
+				method = c.Type
+			}
+		}
+		if err := s.checkCAA(ctx, a, method, s.accountURL(ctx, a.AccountID), s.caaIdentities(ctx)); err != nil {
+			return problemFromValidation(err)
+		}
+	}
+	return nil
+}
+
 func serialHex(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }
 
 // checkCSR parses a CSR and checks it against the order: a valid
@@ -125,8 +161,8 @@ func checkCSR(der []byte, idents []storage.Identifier, acct *storage.Account) (*
 			return nil, NewProblem(ErrBadCSR, "CSR key must not be the account key")
 		}
 	}
-	if len(csr.IPAddresses) > 0 || len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
-		return nil, NewProblem(ErrBadCSR, "CSR may only name DNS names, not IP addresses, email addresses or URIs")
+	if len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
+		return nil, NewProblem(ErrBadCSR, "CSR may only name DNS names and IP addresses, not email addresses or URIs")
 	}
 	want := make(map[string]bool, len(idents))
 	for _, id := range idents {
@@ -136,7 +172,13 @@ func checkCSR(der []byte, idents []storage.Identifier, acct *storage.Account) (*
 	for _, n := range csr.DNSNames {
 		got[strings.ToLower(n)] = true
 	}
+	for _, ip := range csr.IPAddresses {
+		got[ip.String()] = true
+	}
 	if cn := strings.ToLower(csr.Subject.CommonName); cn != "" {
+		if ip := net.ParseIP(cn); ip != nil {
+			cn = ip.String()
+		}
 		if !want[cn] {
 			return nil, NewProblem(ErrBadCSR, "CSR common name %q is not one of the order's identifiers", csr.Subject.CommonName)
 		}
@@ -277,14 +319,14 @@ func (s *Server) mayRevoke(ctx context.Context, req *signedRequest, rec *storage
 		return nil
 	}
 	now := s.Now()
-	for _, name := range rec.Names {
-		id, err := s.store.ReusableAuthorizationID(ctx, req.Account.ID, name)
+	for _, name := range rec.Identifiers() {
+		id, err := s.store.ReusableAuthorizationID(ctx, req.Account.ID, identKey(name))
 		if err != nil {
-			return Unauthorized("account %s neither ordered this certificate nor holds a valid authorization for %s", s.accountURL(ctx, req.Account.ID), name)
+			return Unauthorized("account %s neither ordered this certificate nor holds a valid authorization for %s", s.accountURL(ctx, req.Account.ID), name.Value)
 		}
 		a, err := s.store.Authorization(ctx, id)
 		if err != nil || authzStatus(a, now) != storage.StatusValid {
-			return Unauthorized("account %s neither ordered this certificate nor holds a valid authorization for %s", s.accountURL(ctx, req.Account.ID), name)
+			return Unauthorized("account %s neither ordered this certificate nor holds a valid authorization for %s", s.accountURL(ctx, req.Account.ID), name.Value)
 		}
 	}
 	return nil

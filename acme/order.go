@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/acmeca/caddy-acmeca/storage"
@@ -36,7 +37,7 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 	if pl.NotBefore != "" || pl.NotAfter != "" {
 		return Malformed("this CA does not support notBefore/notAfter in orders; leave them out and the certificate is valid from issuance for the CA's configured lifetime")
 	}
-	idents, p := normalizeIdentifiers(pl.Identifiers)
+	idents, p := normalizeIdentifiers(pl.Identifiers, s.Policy)
 	if p != nil {
 		return p
 	}
@@ -80,8 +81,8 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 // a reused one while it stays pending or valid for at least reuseMargin, or
 // a new pending one with one challenge per offered type.
 func (s *Server) authorizationFor(ctx context.Context, acct *storage.Account, id storage.Identifier, now time.Time) (*storage.Authorization, *Problem) {
-	defer s.Shared.lock("authz_by_name:" + acct.ID + ":" + id.Value)()
-	if authzID, err := s.store.ReusableAuthorizationID(ctx, acct.ID, id.Value); err == nil {
+	defer s.Shared.lock("authz_by_name:" + acct.ID + ":" + identKey(id))()
+	if authzID, err := s.store.ReusableAuthorizationID(ctx, acct.ID, identKey(id)); err == nil {
 		a, err := s.store.Authorization(ctx, authzID)
 		if err == nil && a.Expires.After(now.Add(reuseMargin)) &&
 			(a.Status == storage.StatusValid || (a.Status == storage.StatusPending && !hasProcessing(a))) {
@@ -92,7 +93,7 @@ func (s *Server) authorizationFor(ctx context.Context, acct *storage.Account, id
 		return nil, Internal("could not look up authorizations")
 	}
 
-	wildcard := len(id.Value) > 2 && id.Value[:2] == "*."
+	wildcard := id.Type == "dns" && strings.HasPrefix(id.Value, "*.")
 	a := &storage.Authorization{
 		ID:         newID(),
 		AccountID:  acct.ID,
@@ -106,8 +107,9 @@ func (s *Server) authorizationFor(ctx context.Context, acct *storage.Account, id
 		a.Identifier.Value = id.Value[2:]
 	}
 	for _, typ := range s.challOrder {
-		// RFC 8555 §7.1.3: wildcard names are proven by dns-01 alone.
-		if wildcard && typ != "dns-01" {
+		// RFC 8555 §7.1.3: wildcard names are proven by dns-01 alone;
+		// RFC 8738 §7: IP addresses by http-01 and tls-alpn-01, never dns-01.
+		if (wildcard && typ != "dns-01") || (id.Type == "ip" && typ == "dns-01") {
 			continue
 		}
 		a.Challenges = append(a.Challenges, storage.Challenge{Type: typ, Token: newToken(), Status: storage.StatusPending})
@@ -119,10 +121,19 @@ func (s *Server) authorizationFor(ctx context.Context, acct *storage.Account, id
 		s.logger.Error("storing authorization", errField(err))
 		return nil, Internal("could not store the authorization")
 	}
-	if err := s.store.PutReusableAuthorizationID(ctx, acct.ID, id.Value, a.ID); err != nil {
+	if err := s.store.PutReusableAuthorizationID(ctx, acct.ID, identKey(id), a.ID); err != nil {
 		s.logger.Warn("indexing authorization", errField(err))
 	}
 	return a, nil
+}
+
+// identKey names an identifier in the authorization index: the name (with
+// "*." for wildcards) or "ip:" and the address.
+func identKey(id storage.Identifier) string {
+	if id.Type == "ip" {
+		return "ip:" + id.Value
+	}
+	return id.Value
 }
 
 func hasProcessing(a *storage.Authorization) bool {

@@ -38,12 +38,14 @@ type Config struct {
 	Limiter    ratelimit.Limiter
 	Resolver   *validate.Resolver
 	Validators map[string]validate.Validator // by challenge type
+	Policy     *validate.Policy              // which identifiers may be ordered
+	CAA        bool                          // check CAA records (RFC 8659)
 	Logger     *zap.Logger
 
 	PathPrefix     string // e.g. "/acme"
 	TermsOfService string
 	Website        string
-	CAAIdentities  []string
+	CAAIdentities  []string // default: the host name clients reach the CA at
 
 	OrderLifetime        time.Duration // pending orders expire after this
 	PendingAuthzLifetime time.Duration // pending authorizations expire after this
@@ -102,6 +104,9 @@ func NewServer(cfg Config) *Server {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = &validate.Policy{}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

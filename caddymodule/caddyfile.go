@@ -1,11 +1,15 @@
 package caddymodule
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/acmeca/caddy-acmeca/validate"
 )
 
 func init() {
@@ -30,6 +34,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		terms_of_service <url>
 //		website          <url>
 //		caa_identities   <domain...>
+//		caa              on|off
+//		policy {
+//			allow_domains    <pattern...>
+//			deny_domains     <pattern...>
+//			allow_ip_ranges  <cidr...>
+//			deny_ip_ranges   <cidr...>
+//			wildcards        on|off
+//			ip_identifiers   on|off
+//			public_tlds_only on|off
+//			max_identifiers  <n>
+//		}
 //		challenges {
 //			http-01     [{ port <n>  timeout <duration> }]
 //			dns-01      [{ timeout <duration> }]
@@ -82,6 +97,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := h.unmarshalChallenges(d); err != nil {
 				return err
 			}
+		case "caa":
+			on, err := onOff(d)
+			if err != nil {
+				return err
+			}
+			h.CAA = &on
+		case "policy":
+			if err := h.unmarshalPolicy(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized acme_ca option %q", opt)
 		}
@@ -113,6 +138,83 @@ func (h *Handler) unmarshalChallenges(d *caddyfile.Dispenser) error {
 		return d.Errf("challenges block lists no challenge type")
 	}
 	return nil
+}
+
+// unmarshalPolicy reads the policy block.
+func (h *Handler) unmarshalPolicy(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.Errf("policy takes a block, not arguments")
+	}
+	if h.Policy == nil {
+		h.Policy = &validate.Policy{}
+	}
+	p := h.Policy
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "allow_domains", "deny_domains", "allow_ip_ranges", "deny_ip_ranges":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("%s needs at least one value", opt)
+			}
+			switch opt {
+			case "allow_domains":
+				p.AllowDomains = append(p.AllowDomains, args...)
+			case "deny_domains":
+				p.DenyDomains = append(p.DenyDomains, args...)
+			case "allow_ip_ranges":
+				p.AllowIPRanges = append(p.AllowIPRanges, args...)
+			case "deny_ip_ranges":
+				p.DenyIPRanges = append(p.DenyIPRanges, args...)
+			}
+		case "wildcards":
+			on, err := onOff(d)
+			if err != nil {
+				return err
+			}
+			p.Wildcards = &on
+		case "ip_identifiers":
+			on, err := onOff(d)
+			if err != nil {
+				return err
+			}
+			p.IPIdentifiers = on
+		case "public_tlds_only":
+			on, err := onOff(d)
+			if err != nil {
+				return err
+			}
+			p.PublicTLDsOnly = on
+		case "max_identifiers":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("max_identifiers must be a positive number, not %q", v)
+			}
+			p.MaxIdentifiers = n
+		default:
+			return d.Errf("unrecognized policy option %q", opt)
+		}
+	}
+	return nil
+}
+
+// onOff reads a single on|off argument.
+func onOff(d *caddyfile.Dispenser) (bool, error) {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return false, d.ArgErr()
+	}
+	switch v {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, d.Errf("%s must be on or off, not %q", opt, v)
 }
 
 // Interface guard

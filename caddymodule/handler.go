@@ -68,6 +68,16 @@ type Handler struct {
 	// tls-alpn-01 with their defaults.
 	ChallengesRaw caddy.ModuleMap `json:"challenges,omitempty" caddy:"namespace=acme_ca.challenges"`
 
+	// Which identifiers this CA will sign for. Default: any syntactically
+	// valid DNS name that is not a public suffix, wildcards included, no IP
+	// addresses, at most 100 per order.
+	Policy *validate.Policy `json:"policy,omitempty"`
+
+	// Whether CAA records (RFC 8659, RFC 8657) are checked at validation
+	// and again at finalize for authorizations older than 8 hours.
+	// Default: true. Turn it off only in labs whose DNS cannot answer.
+	CAA *bool `json:"caa,omitempty"`
+
 	server *acme.Server // set at Provision
 	shared *sharedState // set at Provision, released at Cleanup
 	logger *zap.Logger
@@ -125,6 +135,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		validators[typ] = v
 	}
 
+	if h.Policy == nil {
+		h.Policy = &validate.Policy{}
+	}
+	if err := h.Policy.Provision(); err != nil {
+		return fmt.Errorf("acme_ca: %w", err)
+	}
+
 	store := storage.New(ctx.Storage(), h.CA)
 	h.shared, err = loadShared(ctx, store, h.CA)
 	if err != nil {
@@ -137,6 +154,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Signer:         &caSigner{ca: ca, lifetime: time.Duration(h.Lifetime)},
 		Resolver:       validate.NewResolver(h.Resolvers, 0),
 		Validators:     validators,
+		Policy:         h.Policy,
+		CAA:            h.CAA == nil || *h.CAA,
 		Logger:         h.logger,
 		PathPrefix:     h.PathPrefix,
 		TermsOfService: h.TermsOfService,

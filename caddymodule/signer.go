@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddypki"
@@ -67,19 +68,29 @@ func (s *caSigner) Sign(_ context.Context, csr *x509.CertificateRequest, names [
 	if _, isRSA := csr.PublicKey.(*rsa.PublicKey); isRSA {
 		keyUsage |= x509.KeyUsageKeyEncipherment
 	}
+	var dnsNames []string
+	var ips []net.IP
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dnsNames = append(dnsNames, n)
+		}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
-		DNSNames:              names,
+		DNSNames:              dnsNames,
+		IPAddresses:           ips,
 		KeyUsage:              keyUsage,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		SubjectKeyId:          ski[:20], // RFC 7093 method 1: truncated SHA-256
 		AuthorityKeyId:        issuer.SubjectKeyId,
 	}
-	if len(names[0]) <= 64 {
-		tmpl.Subject = pkix.Name{CommonName: names[0]}
+	if len(dnsNames) > 0 && len(dnsNames[0]) <= 64 {
+		tmpl.Subject = pkix.Name{CommonName: dnsNames[0]}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, csr.PublicKey, key)
 	if err != nil {

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"encoding/json"
+	"net"
 	"time"
 )
 
@@ -96,6 +97,19 @@ type Certificate struct {
 	ChainPEM         string    `json:"chain_pem"` // leaf first, then issuers up to but excluding the root
 	RevokedAt        time.Time `json:"revoked_at,omitempty"`
 	RevocationReason int       `json:"revocation_reason,omitempty"`
+}
+
+// Identifiers returns the certificate's names as identifiers: an IP
+// address is an "ip" identifier, anything else "dns".
+func (c *Certificate) Identifiers() []Identifier {
+	ids := make([]Identifier, len(c.Names))
+	for i, n := range c.Names {
+		ids[i] = Identifier{Type: "dns", Value: n}
+		if net.ParseIP(n) != nil {
+			ids[i].Type = "ip"
+		}
+	}
+	return ids
 }
 
 // Revoked reports whether the certificate has been revoked.
