@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -34,6 +35,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		terms_of_service <url>
 //		website          <url>
 //		caa_identities   <domain...>
+//		hosts {
+//			<name|*.suffix> <ip...>
+//		}
 //		caa              on|off
 //		policy {
 //			allow_domains    <pattern...>
@@ -96,6 +100,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "challenges":
 			if err := h.unmarshalChallenges(d); err != nil {
 				return err
+			}
+		case "hosts":
+			if d.NextArg() {
+				return d.Errf("hosts takes a block of <name> <ip...> lines")
+			}
+			if h.Hosts == nil {
+				h.Hosts = map[string][]string{}
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				name, ips := d.Val(), d.RemainingArgs()
+				if len(ips) == 0 {
+					return d.Errf("hosts: %s needs at least one IP address", name)
+				}
+				h.Hosts[strings.ToLower(name)] = append(h.Hosts[strings.ToLower(name)], ips...)
 			}
 		case "caa":
 			on, err := onOff(d)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -51,6 +52,11 @@ type Handler struct {
 	// DNS servers ("host:port") for every validation and CAA lookup.
 	// Default: those of /etc/resolv.conf.
 	Resolvers []string `json:"resolvers,omitempty"`
+
+	// Static addresses for validation, keyed by exact name or "*.suffix"
+	// pattern, answered before DNS: for labs whose names are in no DNS.
+	// CAA is not checked for these names. Default: none.
+	Hosts map[string][]string `json:"hosts,omitempty"`
 
 	// URL of the terms of service, published in the directory. When set,
 	// newAccount requests must agree to it.
@@ -142,6 +148,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("acme_ca: %w", err)
 	}
 
+	var hosts []validate.StaticHost
+	for pattern, addrs := range h.Hosts {
+		sh := validate.StaticHost{Pattern: pattern}
+		for _, a := range addrs {
+			ip := net.ParseIP(a)
+			if ip == nil {
+				return fmt.Errorf("acme_ca: hosts: %q for %s is not an IP address", a, pattern)
+			}
+			sh.IPs = append(sh.IPs, ip)
+		}
+		hosts = append(hosts, sh)
+	}
+
 	store := storage.New(ctx.Storage(), h.CA)
 	h.shared, err = loadShared(ctx, store, h.CA)
 	if err != nil {
@@ -152,7 +171,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Store:          store,
 		Shared:         h.shared.Shared,
 		Signer:         &caSigner{ca: ca, lifetime: time.Duration(h.Lifetime)},
-		Resolver:       validate.NewResolver(h.Resolvers, 0),
+		Resolver:       validate.NewResolver(h.Resolvers, 0).WithHosts(hosts),
 		Validators:     validators,
 		Policy:         h.Policy,
 		CAA:            h.CAA == nil || *h.CAA,
