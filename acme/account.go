@@ -154,8 +154,8 @@ func checkContacts(contacts []string) ([]string, *Problem) {
 			return nil, NewProblem(ErrInvalidContact, "contact %q is not a valid email address", c)
 		}
 		at := strings.LastIndex(addr, "@")
-		if domain := addr[at+1:]; !strings.Contains(domain, ".") || strings.HasPrefix(domain, "[") {
-			return nil, NewProblem(ErrInvalidContact, "contact %q must have a fully qualified domain", c)
+		if reason := checkDNSName(strings.ToLower(addr[at+1:])); reason != "" || strings.HasPrefix(addr[at+1:], "*") {
+			return nil, NewProblem(ErrInvalidContact, "contact %q must have a fully qualified domain name after @ (%s)", c, reason)
 		}
 		out = append(out, "mailto:"+addr)
 	}

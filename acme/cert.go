@@ -153,7 +153,7 @@ func checkCSR(der []byte, idents []storage.Identifier, acct *storage.Account) (*
 	if err := csr.CheckSignature(); err != nil {
 		return nil, NewProblem(ErrBadCSR, "CSR signature does not verify: %v", err)
 	}
-	if p := CheckAccountKey(csr.PublicKey); p != nil {
+	if p := CheckCertificateKey(csr.PublicKey); p != nil {
 		return nil, NewProblem(ErrBadCSR, "CSR key: %s", p.Detail)
 	}
 	if spki, err := x509.MarshalPKIXPublicKey(csr.PublicKey); err == nil {
@@ -164,35 +164,38 @@ func checkCSR(der []byte, idents []storage.Identifier, acct *storage.Account) (*
 	if len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
 		return nil, NewProblem(ErrBadCSR, "CSR may only name DNS names and IP addresses, not email addresses or URIs")
 	}
+	// Names are compared with their type ("dns:" or "ip:"), so an IP
+	// address written as a DNS name does not stand in for an IP SAN.
 	want := make(map[string]bool, len(idents))
 	for _, id := range idents {
-		want[id.Value] = true
+		want[id.Type+":"+id.Value] = true
 	}
 	got := make(map[string]bool)
 	for _, n := range csr.DNSNames {
-		got[strings.ToLower(n)] = true
+		got["dns:"+strings.ToLower(n)] = true
 	}
 	for _, ip := range csr.IPAddresses {
-		got[ip.String()] = true
+		got["ip:"+ip.String()] = true
 	}
 	if cn := strings.ToLower(csr.Subject.CommonName); cn != "" {
+		key := "dns:" + cn
 		if ip := net.ParseIP(cn); ip != nil {
-			cn = ip.String()
+			key = "ip:" + ip.String()
 		}
-		if !want[cn] {
+		if !want[key] {
 			return nil, NewProblem(ErrBadCSR, "CSR common name %q is not one of the order's identifiers", csr.Subject.CommonName)
 		}
-		got[cn] = true
+		got[key] = true
 	}
 	var missing, extra []string
 	for n := range want {
 		if !got[n] {
-			missing = append(missing, n)
+			missing = append(missing, describeName(n))
 		}
 	}
 	for n := range got {
 		if !want[n] {
-			extra = append(extra, n)
+			extra = append(extra, describeName(n))
 		}
 	}
 	sort.Strings(missing)
@@ -204,6 +207,15 @@ func checkCSR(der []byte, idents []storage.Identifier, acct *storage.Account) (*
 		return nil, NewProblem(ErrBadCSR, "CSR lacks %s, which the order has", strings.Join(missing, ", "))
 	}
 	return csr, nil
+}
+
+// describeName renders a "dns:" or "ip:" name key for a problem detail.
+func describeName(key string) string {
+	typ, value, _ := strings.Cut(key, ":")
+	if typ == "ip" {
+		return "IP address " + value
+	}
+	return value
 }
 
 func accountSPKI(acct *storage.Account) []byte {

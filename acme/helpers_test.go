@@ -25,6 +25,7 @@ func newTestNonces(t testing.TB, store *storage.Store, instanceID string) *Nonce
 	if err != nil {
 		t.Fatalf("LoadNonces(%s): %v", instanceID, err)
 	}
+	t.Cleanup(func() { n.Stop(context.Background()) })
 	return n
 }
 

@@ -1,8 +1,11 @@
 package acme
 
 import (
+	"fmt"
 	"net"
 	"strings"
+
+	"golang.org/x/net/idna"
 
 	"github.com/acmeca/caddy-acmeca/storage"
 	"github.com/acmeca/caddy-acmeca/validate"
@@ -99,8 +102,13 @@ func checkDNSName(name string) string {
 				return "it has a character other than letters, digits and hyphens (internationalized names must be in A-label form, xn--)"
 			}
 		}
-		if len(l) >= 4 && l[2:4] == "--" && l[:2] != "xn" {
-			return "a label has hyphens in the third and fourth positions but is not an A-label (xn--)"
+		if len(l) >= 4 && l[2:4] == "--" {
+			if l[:2] != "xn" {
+				return "a label has hyphens in the third and fourth positions but is not an A-label (xn--)"
+			}
+			if _, err := idna.Registration.ToUnicode(l); err != nil {
+				return fmt.Sprintf("label %q is not a valid A-label: %v", l, err)
+			}
 		}
 	}
 	if tld := labels[len(labels)-1]; tld[0] >= '0' && tld[0] <= '9' {

@@ -214,9 +214,20 @@ func (s *Server) accountByKID(ctx context.Context, kid string) (*storage.Account
 	return acct, nil
 }
 
-// CheckAccountKey enforces key quality for account and certificate keys:
-// RSA of at least 2048 bits, ECDSA on P-256 or P-384, or Ed25519.
+// CheckAccountKey enforces key quality for account keys: what
+// CheckCertificateKey allows, and ECDSA P-521 too, so that the ES512
+// algorithm the CA advertises can be used.
 func CheckAccountKey(k any) *Problem {
+	if key, ok := k.(*ecdsa.PublicKey); ok && key.Curve == elliptic.P521() {
+		return nil
+	}
+	return CheckCertificateKey(k)
+}
+
+// CheckCertificateKey enforces key quality for certificate keys: RSA of
+// 2048 to 8192 bits with an odd exponent, ECDSA on P-256 or P-384, or
+// Ed25519.
+func CheckCertificateKey(k any) *Problem {
 	switch key := k.(type) {
 	case *rsa.PublicKey:
 		if key.N.BitLen() < 2048 {

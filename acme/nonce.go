@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/acmeca/caddy-acmeca/storage"
@@ -28,22 +29,40 @@ import (
 // it; on a clean stop its state is saved under the instance's ID and taken
 // back at the next start, so nonces handed out before a restart stay valid.
 //
-// A nonce of another epoch (issued by another node sharing the storage, or
-// by a process that crashed) is accepted once, within ForeignNonceMaxAge,
-// by storing a marker key for it: rare, and exact across nodes up to the
-// storage's own consistency.
+// Several nodes sharing one storage: each node announces its epoch in
+// storage every HeartbeatInterval. A node that knows it has live peers also
+// records each nonce it redeems as a marker key, and checks for one, so a
+// nonce redeemed on one node cannot be replayed on another. A nonce of
+// another epoch (another node's) is accepted once, by storing its marker,
+// provided it was issued at least ForeignNonceGrace after this process
+// started: by then its issuer knew of this node and marked what it
+// redeemed. The same rule refuses, after a crash, nonces of the crashed
+// process, whose redemptions were only in memory. A single node writes no
+// marker at all.
 type Nonces struct {
 	secret  []byte
 	store   *storage.Store
 	stateID string // where this instance saves its state on a clean stop
 	now     func() time.Time
+	started time.Time   // when this process took up its epoch
+	peers   atomic.Bool // another node's heartbeat is fresh
+	stop    chan struct{}
+	stopped sync.Once
 
-	mu     sync.Mutex
-	epoch  uint64
-	next   uint64   // the counter the next nonce gets
-	used   []uint64 // bitmap over counter % WindowSize
-	issued uint64   // counters handed out since start (for metrics)
+	mu    sync.Mutex
+	epoch uint64
+	next  uint64   // the counter the next nonce gets
+	used  []uint64 // bitmap over counter % WindowSize
 }
+
+// Timing of the cluster protocol. ForeignNonceGrace must exceed
+// HeartbeatInterval, so a peer has seen this node before this node accepts
+// the peer's nonces.
+const (
+	HeartbeatInterval = 10 * time.Second
+	PeerAliveFor      = 3 * HeartbeatInterval
+	ForeignNonceGrace = HeartbeatInterval + 5*time.Second
+)
 
 // WindowSize is how many of the most recent nonces stay redeemable. At the
 // 20,000 nonces/s a busy node may issue, that is 14 minutes; at ordinary
@@ -89,6 +108,7 @@ func LoadNonces(ctx context.Context, store *storage.Store, instanceID string) (*
 		stateID: instanceID,
 		now:     time.Now,
 		used:    make([]uint64, WindowSize/64),
+		stop:    make(chan struct{}),
 	}
 	if b, err := store.LoadRaw(ctx, "nonce", "state", instanceID); err == nil {
 		var st nonceState
@@ -111,7 +131,83 @@ func LoadNonces(ctx context.Context, store *storage.Store, instanceID string) (*
 		n.epoch = binary.BigEndian.Uint64(b[:]) | 1
 		n.next = 1
 	}
+	n.started = n.now()
+	// Announce this node and learn of peers before the first request.
+	n.heartbeat(ctx)
+	go n.heartbeats()
 	return n, nil
+}
+
+// Stop ends the heartbeats and withdraws this node's announcement.
+func (n *Nonces) Stop(ctx context.Context) {
+	n.stopped.Do(func() {
+		close(n.stop)
+		_ = n.store.DeleteRaw(ctx, "nonce", "nodes", n.epochName())
+	})
+}
+
+func (n *Nonces) epochName() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strconv.FormatUint(n.epoch, 16)
+}
+
+func (n *Nonces) heartbeats() {
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), HeartbeatInterval)
+			n.heartbeat(ctx)
+			cancel()
+		}
+	}
+}
+
+// heartbeat announces this node, notes whether any other is alive, and
+// drops what dead nodes and old markers left behind. It runs in the
+// background, never on a request path.
+func (n *Nonces) heartbeat(ctx context.Context) {
+	now := n.now()
+	me := n.epochName()
+	_ = n.store.StoreRaw(ctx, []byte(now.UTC().Format(time.RFC3339Nano)), "nonce", "nodes", me)
+	nodes, err := n.store.ListRaw(ctx, "nonce", "nodes")
+	if err != nil {
+		return
+	}
+	alive := false
+	for _, node := range nodes {
+		if node == me {
+			continue
+		}
+		b, err := n.store.LoadRaw(ctx, "nonce", "nodes", node)
+		if err != nil {
+			continue
+		}
+		seen, err := time.Parse(time.RFC3339Nano, string(b))
+		switch {
+		case err != nil || now.Sub(seen) > time.Hour:
+			_ = n.store.DeleteRaw(ctx, "nonce", "nodes", node)
+		case now.Sub(seen) <= PeerAliveFor:
+			alive = true
+		}
+	}
+	n.peers.Store(alive)
+
+	// Markers older than any redeemable foreign nonce are dead weight.
+	hours, err := n.store.ListRaw(ctx, "nonce", "used")
+	if err != nil {
+		return
+	}
+	oldest := now.Add(-ForeignNonceMaxAge - 2*time.Hour).UTC().Format("2006010215")
+	for _, h := range hours {
+		if h < oldest {
+			_ = n.store.DeleteRaw(ctx, "nonce", "used", h)
+		}
+	}
 }
 
 // Save writes the state for the next start of this instance (a clean stop).
@@ -134,7 +230,6 @@ func (n *Nonces) New() string {
 	n.mu.Lock()
 	c := n.next
 	n.next++
-	n.issued++
 	// The slot now belongs to c; whatever used it WindowSize counters ago
 	// has left the window.
 	n.used[(c%WindowSize)/64] &^= 1 << (c % 64)
@@ -176,35 +271,48 @@ func (n *Nonces) Redeem(ctx context.Context, nonce string) error {
 
 	n.mu.Lock()
 	if epoch == n.epoch {
-		defer n.mu.Unlock()
 		if c >= n.next || n.next-c > WindowSize {
+			n.mu.Unlock()
 			return errBadNonce
 		}
 		word, bit := (c%WindowSize)/64, uint64(1)<<(c%64)
 		if n.used[word]&bit != 0 {
+			n.mu.Unlock()
 			return errBadNonce
 		}
 		n.used[word] |= bit
-		return nil
+		n.mu.Unlock()
+		if !n.peers.Load() {
+			return nil // alone: memory is the whole truth
+		}
+		return n.mark(ctx, epoch, c, issued)
 	}
 	n.mu.Unlock()
 	return n.redeemForeign(ctx, epoch, c, issued)
 }
 
 func (n *Nonces) redeemForeign(ctx context.Context, epoch, c uint64, issued time.Time) error {
-	age := n.now().Sub(issued)
+	now := n.now()
+	age := now.Sub(issued)
 	if age > ForeignNonceMaxAge || age < -time.Minute {
 		return errBadNonce
 	}
-	// Markers live in a folder per hour, so old ones can be dropped by
-	// deleting whole folders.
+	// Issued before its issuer can have known of this node (or by a
+	// process that crashed): its redemption may not have been marked.
+	if issued.Before(n.started.Add(ForeignNonceGrace)) {
+		return errBadNonce
+	}
+	return n.mark(ctx, epoch, c, issued)
+}
+
+// mark records a redeemed nonce in storage, failing if it was already
+// recorded. Markers live in a folder per hour of issue, so old ones go by
+// deleting whole folders.
+func (n *Nonces) mark(ctx context.Context, epoch, c uint64, issued time.Time) error {
 	hour := issued.UTC().Format("2006010215")
 	name := strconv.FormatUint(epoch, 16) + "-" + strconv.FormatUint(c, 16)
 	if n.store.ExistsRaw(ctx, "nonce", "used", hour, name) {
 		return errBadNonce
 	}
-	if err := n.store.StoreRaw(ctx, nil, "nonce", "used", hour, name); err != nil {
-		return err
-	}
-	return nil
+	return n.store.StoreRaw(ctx, nil, "nonce", "used", hour, name)
 }

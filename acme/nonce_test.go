@@ -131,6 +131,27 @@ func TestNonceWindow(t *testing.T) {
 	}
 }
 
+// The nonce issued WindowSize after a used one takes over its bitmap slot
+// and must start out unused.
+func TestNonceSlotReuse(t *testing.T) {
+	ctx := context.Background()
+	n := newTestNonces(t, newTestStore(t), "i1")
+	old := n.New()
+	if err := n.Redeem(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	n.next += WindowSize - 1 // the next New gets old's counter + WindowSize
+	n.mu.Unlock()
+	heir := n.New()
+	if err := n.Redeem(ctx, heir); err != nil {
+		t.Errorf("Redeem(nonce in a recycled slot) = %v, want nil", err)
+	}
+	if err := n.Redeem(ctx, old); !errors.Is(err, errBadNonce) {
+		t.Errorf("Redeem(old) = %v, want errBadNonce", err)
+	}
+}
+
 // A nonce used before its slot is recycled stays used: once the window has
 // moved on by less than WindowSize, the bit is still set.
 func TestNonceUsedStaysUsedAcrossWindow(t *testing.T) {
@@ -235,6 +256,44 @@ func TestNonceLoadCorruptState(t *testing.T) {
 	}
 }
 
+// settle makes nodes look as they do once they have run side by side for a
+// while: each started well before now, and each has seen the others'
+// heartbeats.
+func settle(ctx context.Context, nodes ...*Nonces) {
+	for _, n := range nodes {
+		n.started = n.started.Add(-ForeignNonceGrace - time.Second)
+	}
+	for _, n := range nodes {
+		n.heartbeat(ctx)
+	}
+}
+
+// TestNonceForeignNonceBeforeGrace: a node refuses nonces that another node
+// issued before it could have been seen there (or that a crashed process
+// issued), since their redemption may not have been recorded.
+func TestNonceForeignNonceBeforeGrace(t *testing.T) {
+	ctx := context.Background()
+	store := newTestStore(t)
+	a := newTestNonces(t, store, "node-a")
+	b := newTestNonces(t, store, "node-b")
+	if err := b.Redeem(ctx, a.New()); !errors.Is(err, errBadNonce) {
+		t.Fatalf("nonce issued before the grace period = %v, want errBadNonce", err)
+	}
+}
+
+// TestNonceAloneWritesNoMarkers: a single node keeps redemptions in memory.
+func TestNonceAloneWritesNoMarkers(t *testing.T) {
+	ctx := context.Background()
+	store := newTestStore(t)
+	n := newTestNonces(t, store, "alone")
+	if err := n.Redeem(ctx, n.New()); err != nil {
+		t.Fatal(err)
+	}
+	if hours, _ := store.ListRaw(ctx, "nonce", "used"); len(hours) != 0 {
+		t.Errorf("a single node wrote nonce markers: %v", hours)
+	}
+}
+
 func TestNonceForeignEpoch(t *testing.T) {
 	ctx := context.Background()
 	store := newTestStore(t)
@@ -244,6 +303,7 @@ func TestNonceForeignEpoch(t *testing.T) {
 	if a.epoch == b.epoch {
 		t.Fatal("two instances got the same epoch")
 	}
+	settle(ctx, a, b, c)
 	x := a.New()
 	if err := b.Redeem(ctx, x); err != nil {
 		t.Fatalf("first Redeem of a foreign nonce = %v, want nil", err)
@@ -258,28 +318,43 @@ func TestNonceForeignEpoch(t *testing.T) {
 
 // RFC 8555 §6.5: once a nonce has appeared in a request, the server MUST
 // consider it invalid. Nodes sharing a storage are one server, so a nonce
-// redeemed on one node must not be redeemable on another.
+// redeemed on one node must not be redeemable on another, nor on the same
+// instance after it restarted without a clean stop.
 func TestNonceReplayAcrossNodes(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name          string
-		first, second string // instance that redeems first, then second
+		first, second string // who redeems first, then who gets the replay
 	}{
 		{"issuer first, then another node", "issuer", "other"},
 		{"another node first, then the issuer", "other", "issuer"},
+		// A process that stops without Save (a crash) comes back with a
+		// fresh epoch; the nonces it had redeemed are foreign to it now.
+		{"issuer first, then the issuer restarted after a crash", "issuer", "restarted issuer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := newTestStore(t)
-			nodes := map[string]*Nonces{
-				"issuer": newTestNonces(t, store, "issuer"),
-				"other":  newTestNonces(t, store, "other"),
+			issuer := newTestNonces(t, store, "issuer")
+			node := func(name string) *Nonces {
+				switch name {
+				case "issuer":
+					return issuer
+				case "other":
+					return newTestNonces(t, store, "other")
+				default: // restarted issuer: same instance ID, no saved state
+					return newTestNonces(t, store, "issuer")
+				}
 			}
-			x := nodes["issuer"].New()
-			if err := nodes[tt.first].Redeem(ctx, x); err != nil {
+			first, second := node(tt.first), node(tt.second)
+			if tt.second != "restarted issuer" {
+				settle(ctx, issuer, first, second)
+			}
+			x := issuer.New()
+			if err := first.Redeem(ctx, x); err != nil {
 				t.Fatalf("first Redeem on %s: %v", tt.first, err)
 			}
-			if err := nodes[tt.second].Redeem(ctx, x); !errors.Is(err, errBadNonce) {
+			if err := second.Redeem(ctx, x); !errors.Is(err, errBadNonce) {
 				t.Errorf("replay on %s = %v, want errBadNonce", tt.second, err)
 			}
 		})
@@ -309,6 +384,7 @@ func TestNonceForeignAge(t *testing.T) {
 			b := newTestNonces(t, store, "node-b")
 			a.now = newFakeClock(t0).Now
 			b.now = newFakeClock(t0.Add(tt.now)).Now
+			b.started = t0.Add(-time.Hour) // b has run long enough for a to know it
 			if err := b.Redeem(ctx, a.New()); !errors.Is(err, tt.want) {
 				t.Errorf("Redeem = %v, want %v", err, tt.want)
 			}
@@ -395,8 +471,8 @@ func TestNonceConcurrent(t *testing.T) {
 	if r := replays.Load(); r != 0 {
 		t.Errorf("%d second redemptions succeeded", r)
 	}
-	if n.issued != goroutines*perGoroutine {
-		t.Errorf("issued = %d, want %d", n.issued, goroutines*perGoroutine)
+	if n.next-1 != goroutines*perGoroutine {
+		t.Errorf("counters issued = %d, want %d", n.next-1, goroutines*perGoroutine)
 	}
 }
 

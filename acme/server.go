@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"hash/fnv"
 	"net/http"
 	"strconv"
 	"strings"
@@ -73,19 +72,42 @@ type Shared struct {
 	Nonces      *Nonces
 	inflight    sync.Map       // authz ID -> struct{}
 	validations sync.WaitGroup // validations in flight
-	locks       [256]sync.Mutex
+
+	locksMu sync.Mutex
+	locks   map[string]*keyLock // held or waited-for record locks
+}
+
+// keyLock is one record's lock and how many goroutines hold or wait for it.
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
 }
 
 // NewShared wraps a nonce source.
-func NewShared(n *Nonces) *Shared { return &Shared{Nonces: n} }
+func NewShared(n *Nonces) *Shared { return &Shared{Nonces: n, locks: map[string]*keyLock{}} }
 
-// lock serialises read-modify-write of one record within this process.
+// lock serialises read-modify-write of one record within this process. Each
+// key has its own mutex (not a stripe shared with other keys), so a request
+// may hold the locks of two different records at once.
 func (sh *Shared) lock(key string) func() {
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	m := &sh.locks[h.Sum32()%uint32(len(sh.locks))]
-	m.Lock()
-	return m.Unlock
+	sh.locksMu.Lock()
+	l := sh.locks[key]
+	if l == nil {
+		l = &keyLock{}
+		sh.locks[key] = l
+	}
+	l.refs++
+	sh.locksMu.Unlock()
+
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		sh.locksMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(sh.locks, key)
+		}
+		sh.locksMu.Unlock()
+	}
 }
 
 // Server serves the ACME endpoints below PathPrefix.
@@ -366,5 +388,7 @@ func (sh *Shared) Close(ctx context.Context, timeout time.Duration) error {
 	case <-done:
 	case <-time.After(timeout):
 	}
-	return sh.Nonces.Save(ctx)
+	err := sh.Nonces.Save(ctx)
+	sh.Nonces.Stop(ctx)
+	return err
 }

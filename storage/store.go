@@ -225,6 +225,22 @@ func (st *Store) ExistsRaw(ctx context.Context, parts ...string) bool {
 	return st.s.Exists(ctx, st.key(parts...))
 }
 
+// ListRaw lists the names directly below a raw folder under the CA's
+// prefix; for background maintenance only, never on a request path.
+func (st *Store) ListRaw(ctx context.Context, parts ...string) ([]string, error) {
+	keys, err := st.s.List(ctx, st.key(parts...), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range keys {
+		keys[i] = path.Base(k)
+	}
+	return keys, nil
+}
+
 // DeleteRaw deletes a raw key below the CA's prefix.
 func (st *Store) DeleteRaw(ctx context.Context, parts ...string) error {
 	err := st.s.Delete(ctx, st.key(parts...))
