@@ -1,0 +1,369 @@
+package main
+
+// Shared harness for the end-to-end tests of this package: it builds the
+// real Caddy binary once, and runs it as an ACME CA on loopback with a real
+// DNS server beside it, so ACME clients (certbot, lego) can be pointed at it
+// exactly as a user would.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/acmeca/caddy-acmeca/internal/testdns"
+)
+
+// binDir holds the Caddy binary built for this test run. TestMain owns it so
+// the binary outlives any single test and is removed once at the end.
+var binDir string
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "caddy-acmeca-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "creating binary dir:", err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// caddyBinary builds this package into a real executable, once per test
+// run. It is lazy so that a run where every end-to-end test skips does not
+// pay for the build. `go test` puts its own GOROOT/bin first in PATH, so
+// "go" here is the toolchain that is running the tests.
+func caddyBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		out := filepath.Join(binDir, "caddy")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, ".")
+		combined, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, combined)
+			return
+		}
+		buildPath = out
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// testCA is a running Caddy that serves the acme_ca handler.
+type testCA struct {
+	Dir            string // the test's temp dir holding the config, storage and log
+	DNS            *testdns.Server
+	HTTPSPort      int // Caddy's https_port, where the ACME directory is
+	HTTPPort       int // Caddy's http_port; unused by the tests but kept off :80
+	ValidationPort int // where the CA connects for http-01
+	DirectoryURL   string
+	RootPath       string // Caddy's local root certificate, PEM
+	Root           *x509.Certificate
+	Roots          *x509.CertPool
+
+	logPath string
+
+	mu           sync.Mutex
+	logDumped    bool // a failure already printed the relevant part of Caddy's log
+	caddyExited  chan struct{}
+	caddyWaitErr error
+}
+
+// caddyfileParams fills testdata/certbot.Caddyfile.tmpl.
+type caddyfileParams struct {
+	Storage        string
+	HTTPPort       int
+	HTTPSPort      int
+	ValidationPort int
+	DNS            string
+}
+
+// startCA starts a DNS server that answers 127.0.0.1 for every name and a
+// Caddy process configured as an ACME CA that uses it, and waits until the
+// ACME directory answers. Both are stopped when t ends.
+func startCA(t *testing.T) *testCA {
+	t.Helper()
+	bin := caddyBinary(t)
+	dir := t.TempDir()
+
+	// Every name resolves to loopback, so the CA's http-01 connection for
+	// any identifier lands on the client's standalone server on 127.0.0.1.
+	dns := testdns.Start(t)
+	dns.SetDefaultA("127.0.0.1")
+
+	ports := freePorts(t, 3)
+	ca := &testCA{
+		Dir:            dir,
+		DNS:            dns,
+		HTTPSPort:      ports[0],
+		HTTPPort:       ports[1],
+		ValidationPort: ports[2],
+		RootPath:       filepath.Join(dir, "storage", "pki", "authorities", "local", "root.crt"),
+		logPath:        filepath.Join(dir, "caddy.log"),
+		caddyExited:    make(chan struct{}),
+	}
+	ca.DirectoryURL = fmt.Sprintf("https://localhost:%d/acme/directory", ca.HTTPSPort)
+
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", "certbot.Caddyfile.tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg bytes.Buffer
+	if err := tmpl.Execute(&cfg, caddyfileParams{
+		Storage:        filepath.Join(dir, "storage"),
+		HTTPPort:       ca.HTTPPort,
+		HTTPSPort:      ca.HTTPSPort,
+		ValidationPort: ca.ValidationPort,
+		DNS:            dns.Addr(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	logFile, err := os.Create(ca.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// HOME and the XDG dirs point into the temp dir so Caddy neither reads
+	// nor writes the developer's own config, autosave or data.
+	env := append(os.Environ(),
+		"HOME="+mkdir(t, dir, "home"),
+		"XDG_DATA_HOME="+mkdir(t, dir, "xdg-data"),
+		"XDG_CONFIG_HOME="+mkdir(t, dir, "xdg-config"),
+	)
+	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		t.Fatalf("starting caddy: %v", err)
+	}
+	go func() {
+		ca.caddyWaitErr = cmd.Wait()
+		logFile.Close()
+		close(ca.caddyExited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-ca.caddyExited
+		if t.Failed() {
+			ca.mu.Lock()
+			dumped := ca.logDumped
+			ca.mu.Unlock()
+			if !dumped {
+				t.Logf("Caddy's log (%s):\n%s", ca.logPath, tailFile(ca.logPath, 0, 64<<10))
+			}
+		}
+	})
+
+	ca.waitReady(t, 30*time.Second)
+	return ca
+}
+
+// waitReady polls the ACME directory until it answers 200 with a JSON
+// directory, trusting only Caddy's own root, which Caddy writes at startup.
+func (ca *testCA) waitReady(t *testing.T, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		select {
+		case <-ca.caddyExited:
+			ca.failWithLog(t, fmt.Sprintf("caddy exited before the ACME directory answered: %v", ca.caddyWaitErr), 0)
+		default:
+		}
+		lastErr = ca.tryDirectory()
+		if lastErr == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ca.failWithLog(t, fmt.Sprintf("ACME directory %s not ready after %s: %v", ca.DirectoryURL, limit, lastErr), 0)
+}
+
+func (ca *testCA) tryDirectory() error {
+	pemBytes, err := os.ReadFile(ca.RootPath)
+	if err != nil {
+		return err
+	}
+	root, err := parseOneCert(pemBytes)
+	if err != nil {
+		return fmt.Errorf("%s: %v", ca.RootPath, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	client := &http.Client{
+		Timeout:   3 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+	}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(ca.DirectoryURL)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	var dir struct {
+		NewNonce   string `json:"newNonce"`
+		NewAccount string `json:"newAccount"`
+		NewOrder   string `json:"newOrder"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&dir); err != nil {
+		return fmt.Errorf("decoding directory: %v", err)
+	}
+	if dir.NewNonce == "" || dir.NewAccount == "" || dir.NewOrder == "" {
+		return fmt.Errorf("directory lacks newNonce/newAccount/newOrder: %+v", dir)
+	}
+	ca.Root, ca.Roots = root, pool
+	return nil
+}
+
+// logSize is how much Caddy has logged so far, so a failure can show what
+// Caddy said while one client command ran.
+func (ca *testCA) logSize() int64 {
+	fi, err := os.Stat(ca.logPath)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// failWithLog fails t with msg followed by Caddy's log from offset on.
+func (ca *testCA) failWithLog(t *testing.T, msg string, offset int64) {
+	t.Helper()
+	ca.mu.Lock()
+	ca.logDumped = true
+	ca.mu.Unlock()
+	t.Fatalf("%s\n--- Caddy's log from byte %d:\n%s", msg, offset, tailFile(ca.logPath, offset, 64<<10))
+}
+
+// caddyLogSince returns what Caddy logged from offset on, marking the log
+// as shown so the cleanup does not print it again.
+func (ca *testCA) caddyLogSince(offset int64) string {
+	ca.mu.Lock()
+	ca.logDumped = true
+	ca.mu.Unlock()
+	return tailFile(ca.logPath, offset, 64<<10)
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1. All listeners
+// are held open until every port is picked so the kernel cannot hand out the
+// same port twice; they are closed before returning, for Caddy and the ACME
+// client to bind.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+func mkdir(t testing.TB, parent, name string) string {
+	t.Helper()
+	p := filepath.Join(parent, name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tailFile returns the file's content from offset on, at most max bytes of
+// its end, for failure messages.
+func tailFile(path string, offset int64, max int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(reading %s: %v)", path, err)
+	}
+	if offset > 0 && offset <= int64(len(b)) {
+		b = b[offset:]
+	}
+	if len(b) > max {
+		b = append([]byte("...(cut)...\n"), b[len(b)-max:]...)
+	}
+	return string(b)
+}
+
+// parseOneCert parses a PEM file that must hold exactly one certificate.
+func parseOneCert(pemBytes []byte) (*x509.Certificate, error) {
+	certs, err := parseCerts(pemBytes)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) != 1 {
+		return nil, fmt.Errorf("want 1 certificate, found %d", len(certs))
+	}
+	return certs[0], nil
+}
+
+// parseCerts parses every CERTIFICATE block and rejects anything else, so a
+// stray key or garbage in a chain file is noticed.
+func parseCerts(pemBytes []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := pemBytes
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("unexpected PEM block %q", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, errors.New("trailing data after the last PEM block")
+	}
+	return certs, nil
+}
+
+// itoa keeps command lines readable.
+func itoa(n int) string { return strconv.Itoa(n) }
