@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/acmeca/caddy-acmeca/ratelimit"
 	"github.com/acmeca/caddy-acmeca/storage"
 	"github.com/acmeca/caddy-acmeca/validate"
 )
@@ -132,6 +133,7 @@ func (s *Server) handleAuthz(w http.ResponseWriter, r *http.Request, req *signed
 		s.logger.Error("storing authorization", errField(err))
 		return Internal("could not store the authorization")
 	}
+	s.afterValidation(ctx, a)
 	s.writeJSON(w, r, http.StatusOK, s.authzObject(ctx, a))
 	return nil
 }
@@ -348,6 +350,33 @@ func (s *Server) validate(ctx context.Context, j validationJob) {
 	}
 	if err := s.store.PutAuthorization(ctx, a); err != nil {
 		log.Error("storing validation result", errField(err))
+		return
+	}
+	s.afterValidation(ctx, a)
+}
+
+// afterValidation settles the limits once an authorization has left the
+// pending state: it no longer counts as pending, and a failure counts
+// against the account and hostname.
+func (s *Server) afterValidation(ctx context.Context, a *storage.Authorization) {
+	if a.Status == storage.StatusPending {
+		return
+	}
+	if err := s.Limiter.Refund(ctx, []ratelimit.Transaction{pendingTransaction(a.AccountID, a)}); err != nil {
+		s.logger.Warn("releasing pending authorization", errField(err))
+	}
+	if a.Status != storage.StatusInvalid {
+		return
+	}
+	failed := ratelimit.Transaction{
+		Limit:   ratelimit.FailedValidations,
+		Key:     ratelimit.FailedValidationKey(a.AccountID, a.Identifier.Value),
+		Account: a.AccountID,
+	}
+	// A refusal here only means the bucket is already full; the next
+	// newOrder for the name is refused either way.
+	if _, err := s.Limiter.Spend(ctx, []ratelimit.Transaction{failed}); err != nil {
+		s.logger.Warn("counting failed validation", errField(err))
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/acmeca/caddy-acmeca/ratelimit"
 	"github.com/acmeca/caddy-acmeca/storage"
 )
 
@@ -60,13 +61,27 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 		names[i] = id.Value
 	}
 
+	// The certificate limits are spent before signing and given back if
+	// no certificate comes of it, so a refusal leaves nothing half-done.
+	limits := ratelimit.CertificateTransactions(o.AccountID, names)
+	if p := s.limit(ctx, limits, true); p != nil {
+		return p
+	}
+	refund := func() {
+		if err := s.Limiter.Refund(ctx, limits); err != nil {
+			s.logger.Error("refunding certificate limits", errField(err))
+		}
+	}
+
 	o.Status, o.ProcessingSince = storage.StatusProcessing, s.Now()
 	if err := s.store.PutOrder(ctx, o); err != nil {
+		refund()
 		s.logger.Error("storing order", errField(err))
 		return Internal("could not store the order")
 	}
 	chain, err := s.Signer.Sign(ctx, csr, names)
 	if err != nil {
+		refund()
 		s.logger.Error("signing certificate", errField(err), zap.String("order", o.ID))
 		o.Status = storage.StatusPending // ready again: the client may retry
 		if err := s.store.PutOrder(ctx, o); err != nil {
@@ -89,6 +104,7 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 		ChainPEM:  pemBuf.String(),
 	}
 	if err := s.store.PutCertificate(ctx, rec); err != nil {
+		refund()
 		s.logger.Error("storing certificate", errField(err))
 		o.Status = storage.StatusPending
 		_ = s.store.PutOrder(ctx, o)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/acmeca/caddy-acmeca/ratelimit"
 	"github.com/acmeca/caddy-acmeca/storage"
 )
 
@@ -43,6 +44,9 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 	}
 
 	now := s.Now()
+	if p := s.checkOrderLimits(ctx, req.Account, idents); p != nil {
+		return p
+	}
 	order := &storage.Order{
 		ID:          newID(),
 		AccountID:   req.Account.ID,
@@ -51,14 +55,28 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 		Expires:     now.Add(s.OrderLifetime),
 		CreatedAt:   now,
 	}
-	for _, id := range idents {
-		authz, p := s.authorizationFor(ctx, req.Account, id, now)
+	authzs := make([]*storage.Authorization, len(idents))
+	var fresh []*storage.Authorization
+	for i, id := range idents {
+		a, p := s.reusableAuthorization(ctx, req.Account, id, now)
 		if p != nil {
 			return p
 		}
-		order.AuthzIDs = append(order.AuthzIDs, authz.ID)
-		if authz.Expires.Before(order.Expires) {
-			order.Expires = authz.Expires
+		if a == nil {
+			if a, p = s.newAuthorization(req.Account, id, now); p != nil {
+				return p
+			}
+			fresh = append(fresh, a)
+		}
+		authzs[i] = a
+	}
+	if p := s.storeNewAuthorizations(ctx, req.Account, fresh); p != nil {
+		return p
+	}
+	for _, a := range authzs {
+		order.AuthzIDs = append(order.AuthzIDs, a.ID)
+		if a.Expires.Before(order.Expires) {
+			order.Expires = a.Expires
 		}
 	}
 	if err := s.store.PutOrder(ctx, order); err != nil {
@@ -77,34 +95,80 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 	return nil
 }
 
-// authorizationFor returns the account's authorization for an identifier:
-// a reused one while it stays pending or valid for at least reuseMargin, or
-// a new pending one with one challenge per offered type.
-func (s *Server) authorizationFor(ctx context.Context, acct *storage.Account, id storage.Identifier, now time.Time) (*storage.Authorization, *Problem) {
-	defer s.Shared.lock("authz_by_name:" + acct.ID + ":" + identKey(id))()
-	if authzID, err := s.store.ReusableAuthorizationID(ctx, acct.ID, identKey(id)); err == nil {
-		a, err := s.store.Authorization(ctx, authzID)
-		if err == nil && a.Expires.After(now.Add(reuseMargin)) &&
-			(a.Status == storage.StatusValid || (a.Status == storage.StatusPending && !hasProcessing(a))) {
-			return a, nil
-		}
-	} else if !errors.Is(err, storage.ErrNotFound) {
+// checkOrderLimits tells a subscriber before any validation whether the
+// certificate could be issued (certificates per registered domain,
+// duplicates) and whether its names are blocked by failed validations, as
+// Boulder does. Nothing is spent here.
+func (s *Server) checkOrderLimits(ctx context.Context, acct *storage.Account, idents []storage.Identifier) *Problem {
+	names := make([]string, len(idents))
+	txns := make([]ratelimit.Transaction, 0, len(idents)+2)
+	for i, id := range idents {
+		names[i] = id.Value
+		txns = append(txns, ratelimit.Transaction{
+			Limit:   ratelimit.FailedValidations,
+			Key:     ratelimit.FailedValidationKey(acct.ID, strings.TrimPrefix(id.Value, "*.")),
+			Account: acct.ID,
+		})
+	}
+	txns = append(txns, ratelimit.CertificateTransactions(acct.ID, names)...)
+	return s.limit(ctx, txns, false)
+}
+
+// limit checks (or spends) transactions and turns a refusal into a
+// rateLimited problem.
+func (s *Server) limit(ctx context.Context, txns []ratelimit.Transaction, spend bool) *Problem {
+	check := s.Limiter.Check
+	if spend {
+		check = s.Limiter.Spend
+	}
+	denial, err := check(ctx, txns)
+	if err != nil {
+		s.logger.Error("checking rate limits", errField(err))
+		return Internal("could not check rate limits; retry later")
+	}
+	if denial == nil {
+		return nil
+	}
+	p := NewProblem(ErrRateLimited, "%s", denial.Detail())
+	p.retryAfter = int(denial.RetryAfter.Sub(s.Now()).Seconds() + 0.999)
+	if p.retryAfter < 1 {
+		p.retryAfter = 1
+	}
+	return p
+}
+
+// reusableAuthorization returns the account's authorization for an
+// identifier while it stays pending or valid for at least reuseMargin, or
+// nil.
+func (s *Server) reusableAuthorization(ctx context.Context, acct *storage.Account, id storage.Identifier, now time.Time) (*storage.Authorization, *Problem) {
+	authzID, err := s.store.ReusableAuthorizationID(ctx, acct.ID, identKey(id))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
 		s.logger.Error("looking up reusable authorization", errField(err))
 		return nil, Internal("could not look up authorizations")
 	}
+	a, err := s.store.Authorization(ctx, authzID)
+	if err == nil && a.Expires.After(now.Add(reuseMargin)) &&
+		(a.Status == storage.StatusValid || (a.Status == storage.StatusPending && !hasProcessing(a))) {
+		return a, nil
+	}
+	return nil, nil
+}
 
+// newAuthorization builds (but does not store) a pending authorization with
+// one challenge per offered type.
+func (s *Server) newAuthorization(acct *storage.Account, id storage.Identifier, now time.Time) (*storage.Authorization, *Problem) {
 	wildcard := id.Type == "dns" && strings.HasPrefix(id.Value, "*.")
 	a := &storage.Authorization{
 		ID:         newID(),
 		AccountID:  acct.ID,
-		Identifier: storage.Identifier{Type: id.Type, Value: id.Value},
+		Identifier: storage.Identifier{Type: id.Type, Value: strings.TrimPrefix(id.Value, "*.")},
 		Wildcard:   wildcard,
 		Status:     storage.StatusPending,
 		Expires:    now.Add(s.PendingAuthzLifetime),
 		CreatedAt:  now,
-	}
-	if wildcard {
-		a.Identifier.Value = id.Value[2:]
 	}
 	for _, typ := range s.challOrder {
 		// RFC 8555 §7.1.3: wildcard names are proven by dns-01 alone;
@@ -117,14 +181,49 @@ func (s *Server) authorizationFor(ctx context.Context, acct *storage.Account, id
 	if len(a.Challenges) == 0 {
 		return nil, NewProblem(ErrRejectedIdentifier, "this CA offers no challenge type that can prove control of %q", id.Value)
 	}
-	if err := s.store.PutAuthorization(ctx, a); err != nil {
-		s.logger.Error("storing authorization", errField(err))
-		return nil, Internal("could not store the authorization")
-	}
-	if err := s.store.PutReusableAuthorizationID(ctx, acct.ID, identKey(id), a.ID); err != nil {
-		s.logger.Warn("indexing authorization", errField(err))
-	}
 	return a, nil
+}
+
+// pendingTransaction is the pending_authorizations spend (or refund) for
+// authorizations of one account.
+func pendingTransaction(accountID string, authzs ...*storage.Authorization) ratelimit.Transaction {
+	t := ratelimit.Transaction{Limit: ratelimit.PendingAuthorizations, Key: accountID, Account: accountID, Cost: len(authzs)}
+	for _, a := range authzs {
+		t.Items = append(t.Items, a.ID)
+		t.Expires = a.Expires
+	}
+	return t
+}
+
+// storeNewAuthorizations spends the pending-authorization limit for fresh
+// authorizations and stores them, or stores none and spends nothing.
+func (s *Server) storeNewAuthorizations(ctx context.Context, acct *storage.Account, fresh []*storage.Authorization) *Problem {
+	if len(fresh) == 0 {
+		return nil
+	}
+	txn := pendingTransaction(acct.ID, fresh...)
+	if p := s.limit(ctx, []ratelimit.Transaction{txn}, true); p != nil {
+		return p
+	}
+	for _, a := range fresh {
+		if err := s.store.PutAuthorization(ctx, a); err != nil {
+			s.logger.Error("storing authorization", errField(err))
+			if err := s.Limiter.Refund(ctx, []ratelimit.Transaction{txn}); err != nil {
+				s.logger.Error("refunding pending authorizations", errField(err))
+			}
+			return Internal("could not store the authorization")
+		}
+	}
+	for _, a := range fresh {
+		id := storage.Identifier{Type: a.Identifier.Type, Value: a.Identifier.Value}
+		if a.Wildcard {
+			id.Value = "*." + id.Value
+		}
+		if err := s.store.PutReusableAuthorizationID(ctx, acct.ID, identKey(id), a.ID); err != nil {
+			s.logger.Warn("indexing authorization", errField(err))
+		}
+	}
+	return nil
 }
 
 // identKey names an identifier in the authorization index: the name (with

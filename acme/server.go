@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/acmeca/caddy-acmeca/internal/keylock"
 	"github.com/acmeca/caddy-acmeca/ratelimit"
 	"github.com/acmeca/caddy-acmeca/storage"
 	"github.com/acmeca/caddy-acmeca/validate"
@@ -40,6 +42,7 @@ type Config struct {
 	Policy     *validate.Policy              // which identifiers may be ordered
 	CAA        bool                          // check CAA records (RFC 8659)
 	Logger     *zap.Logger
+	ClientIP   func(*http.Request) string // the client's address; default: RemoteAddr
 
 	PathPrefix     string // e.g. "/acme"
 	TermsOfService string
@@ -72,43 +75,15 @@ type Shared struct {
 	Nonces      *Nonces
 	inflight    sync.Map       // authz ID -> struct{}
 	validations sync.WaitGroup // validations in flight
-
-	locksMu sync.Mutex
-	locks   map[string]*keyLock // held or waited-for record locks
-}
-
-// keyLock is one record's lock and how many goroutines hold or wait for it.
-type keyLock struct {
-	mu   sync.Mutex
-	refs int
+	locks       keylock.Set    // in-process record locks
 }
 
 // NewShared wraps a nonce source.
-func NewShared(n *Nonces) *Shared { return &Shared{Nonces: n, locks: map[string]*keyLock{}} }
+func NewShared(n *Nonces) *Shared { return &Shared{Nonces: n} }
 
 // lock serialises read-modify-write of one record within this process. Each
-// key has its own mutex (not a stripe shared with other keys), so a request
-// may hold the locks of two different records at once.
-func (sh *Shared) lock(key string) func() {
-	sh.locksMu.Lock()
-	l := sh.locks[key]
-	if l == nil {
-		l = &keyLock{}
-		sh.locks[key] = l
-	}
-	l.refs++
-	sh.locksMu.Unlock()
-
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		sh.locksMu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(sh.locks, key)
-		}
-		sh.locksMu.Unlock()
-	}
-}
+// key has its own mutex, so a request may hold two records' locks at once.
+func (sh *Shared) lock(key string) func() { return sh.locks.Lock(key) }
 
 // Server serves the ACME endpoints below PathPrefix.
 type Server struct {
@@ -212,7 +187,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.writeProblem(w, r, methodNotAllowed(r, "GET"))
 			return
 		}
+		if p := s.limitClient(r, ratelimit.DirectoryRequests); p != nil {
+			s.writeProblem(w, r, p)
+			return
+		}
 		s.writeJSON(w, r, http.StatusOK, s.directory(ctx))
+		return
+	case len(parts) == 1 && parts[0] == "rate-limits":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.writeProblem(w, r, methodNotAllowed(r, "GET"))
+			return
+		}
+		s.writeJSON(w, r, http.StatusOK, s.rateLimitsPage())
 		return
 	case len(parts) == 1 && parts[0] == "new-nonce":
 		switch r.Method {
@@ -235,6 +221,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, r, methodNotAllowed(r, "POST"))
 		return
 	}
+	if route.newRequest {
+		if p := s.limitClient(r, ratelimit.NewRequests); p != nil {
+			s.writeProblem(w, r, p)
+			return
+		}
+	}
 	req, p := s.readJWS(r, route.use)
 	if p != nil {
 		s.writeProblem(w, r, p)
@@ -251,36 +243,55 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type handlerFunc func(s *Server, w http.ResponseWriter, r *http.Request, req *signedRequest, args []string) *Problem
 
 type route struct {
-	use    keyUse
-	handle handlerFunc
+	use        keyUse
+	handle     handlerFunc
+	newRequest bool // counts against new_requests (newAccount, newOrder, finalize)
 }
 
 func (s *Server) route(parts []string) (*route, []string) {
 	switch {
 	case len(parts) == 1 && parts[0] == "new-account":
-		return &route{useJWK, (*Server).handleNewAccount}, nil
+		return &route{use: useJWK, handle: (*Server).handleNewAccount, newRequest: true}, nil
 	case len(parts) == 1 && parts[0] == "new-order":
-		return &route{useKID, (*Server).handleNewOrder}, nil
+		return &route{use: useKID, handle: (*Server).handleNewOrder, newRequest: true}, nil
 	case len(parts) == 1 && parts[0] == "revoke-cert":
-		return &route{useJWKOrKID, (*Server).handleRevoke}, nil
+		return &route{use: useJWKOrKID, handle: (*Server).handleRevoke}, nil
 	case len(parts) == 1 && parts[0] == "key-change":
-		return &route{useKID, (*Server).handleKeyChange}, nil
+		return &route{use: useKID, handle: (*Server).handleKeyChange}, nil
 	case len(parts) == 2 && parts[0] == "account":
-		return &route{useKID, (*Server).handleAccount}, parts[1:]
+		return &route{use: useKID, handle: (*Server).handleAccount}, parts[1:]
 	case len(parts) == 3 && parts[0] == "account" && parts[2] == "orders":
-		return &route{useKID, (*Server).handleAccountOrders}, parts[1:2]
+		return &route{use: useKID, handle: (*Server).handleAccountOrders}, parts[1:2]
 	case len(parts) == 2 && parts[0] == "order":
-		return &route{useKID, (*Server).handleOrder}, parts[1:]
+		return &route{use: useKID, handle: (*Server).handleOrder}, parts[1:]
 	case len(parts) == 3 && parts[0] == "order" && parts[2] == "finalize":
-		return &route{useKID, (*Server).handleFinalize}, parts[1:2]
+		return &route{use: useKID, handle: (*Server).handleFinalize, newRequest: true}, parts[1:2]
 	case len(parts) == 2 && parts[0] == "authz":
-		return &route{useKID, (*Server).handleAuthz}, parts[1:]
+		return &route{use: useKID, handle: (*Server).handleAuthz}, parts[1:]
 	case len(parts) == 3 && parts[0] == "chall":
-		return &route{useKID, (*Server).handleChallenge}, parts[1:]
+		return &route{use: useKID, handle: (*Server).handleChallenge}, parts[1:]
 	case len(parts) == 2 && parts[0] == "cert":
-		return &route{useKID, (*Server).handleCertificate}, parts[1:]
+		return &route{use: useKID, handle: (*Server).handleCertificate}, parts[1:]
 	}
 	return nil, nil
+}
+
+// limitClient spends a per-IP request-rate limit.
+func (s *Server) limitClient(r *http.Request, limit string) *Problem {
+	return s.limit(r.Context(), []ratelimit.Transaction{{Limit: limit, Key: s.clientIP(r)}}, true)
+}
+
+func (s *Server) clientIP(r *http.Request) string {
+	if s.ClientIP != nil {
+		if ip := s.ClientIP(r); ip != "" {
+			return ip
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func methodNotAllowed(r *http.Request, allowed string) *Problem {
@@ -305,6 +316,30 @@ type DirectoryMeta struct {
 	Website                 string   `json:"website,omitempty"`
 	CAAIdentities           []string `json:"caaIdentities,omitempty"`
 	ExternalAccountRequired bool     `json:"externalAccountRequired"`
+	// RateLimits links the page listing the limits in force (not a field
+	// RFC 8555 registers; clients ignore it).
+	RateLimits string `json:"rateLimits,omitempty"`
+}
+
+// limitsDescriber is a Limiter that can list its limits.
+type limitsDescriber interface {
+	InForce() []ratelimit.InForce
+}
+
+type rateLimitsPage struct {
+	Limits []ratelimit.InForce `json:"limits"`
+	Note   string              `json:"note"`
+}
+
+func (s *Server) rateLimitsPage() rateLimitsPage {
+	page := rateLimitsPage{
+		Limits: []ratelimit.InForce{},
+		Note:   "Rate limits use GCRA: a limit of N per window allows N at once, then one more every window/N. A refused request gets HTTP 429, urn:ietf:params:acme:error:rateLimited and a Retry-After header.",
+	}
+	if d, ok := s.Limiter.(limitsDescriber); ok {
+		page.Limits = d.InForce()
+	}
+	return page
 }
 
 func (s *Server) directory(ctx context.Context) Directory {
@@ -319,6 +354,7 @@ func (s *Server) directory(ctx context.Context) Directory {
 			TermsOfService: s.TermsOfService,
 			Website:        s.Website,
 			CAAIdentities:  s.CAAIdentities,
+			RateLimits:     b + "/rate-limits",
 		},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/acmeca/caddy-acmeca/ratelimit"
 	"github.com/acmeca/caddy-acmeca/validate"
 )
 
@@ -48,6 +49,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			ip_identifiers   on|off
 //			public_tlds_only on|off
 //			max_identifiers  <n>
+//		}
+//		rate_limits {
+//			certificates_per_registered_domain <count> <window>
+//			duplicate_certificates             <count> <window>
+//			failed_validations                 <count> <window>
+//			pending_authorizations             <count>
+//			new_requests                       <count> <window>
+//			directory_requests                 <count> <window>
+//			override <limit> <key> <count> [<window>]
+//			disable  <limit...>|off
 //		}
 //		challenges {
 //			http-01     [{ port <n>  timeout <duration> }]
@@ -121,6 +132,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.CAA = &on
+		case "rate_limits":
+			if err := h.unmarshalRateLimits(d); err != nil {
+				return err
+			}
 		case "policy":
 			if err := h.unmarshalPolicy(d); err != nil {
 				return err
@@ -217,6 +232,80 @@ func (h *Handler) unmarshalPolicy(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// unmarshalRateLimits reads the rate_limits block.
+func (h *Handler) unmarshalRateLimits(d *caddyfile.Dispenser) error {
+	if h.RateLimits == nil {
+		h.RateLimits = &ratelimit.Config{}
+	}
+	rl := h.RateLimits
+	if d.NextArg() {
+		if d.Val() != "off" || d.NextArg() {
+			return d.Errf("rate_limits takes a block, or the single argument off")
+		}
+		rl.Disable = append(rl.Disable, "all")
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case ratelimit.CertificatesPerRegisteredDomain, ratelimit.DuplicateCertificates, ratelimit.FailedValidations,
+			ratelimit.NewRequests, ratelimit.DirectoryRequests, ratelimit.PendingAuthorizations:
+			args := d.RemainingArgs()
+			want := 2
+			if opt == ratelimit.PendingAuthorizations {
+				want = 1
+			}
+			if len(args) != want {
+				return d.Errf("%s takes %d argument(s): <count>%s", opt, want, map[bool]string{true: " <window>"}[want == 2])
+			}
+			l, err := parseCountWindow(d, args)
+			if err != nil {
+				return err
+			}
+			if rl.Limits == nil {
+				rl.Limits = map[string]ratelimit.LimitConfig{}
+			}
+			rl.Limits[opt] = l
+		case "override":
+			args := d.RemainingArgs()
+			if len(args) != 3 && len(args) != 4 {
+				return d.Errf("override takes <limit> <key> <count> [<window>]")
+			}
+			l, err := parseCountWindow(d, args[2:])
+			if err != nil {
+				return err
+			}
+			rl.Overrides = append(rl.Overrides, ratelimit.Override{Limit: args[0], Key: args[1], Count: l.Count, Window: l.Window})
+		case "disable":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("disable needs limit names, or off")
+			}
+			rl.Disable = append(rl.Disable, args...)
+		default:
+			return d.Errf("unrecognized rate_limits option %q", opt)
+		}
+	}
+	return nil
+}
+
+// parseCountWindow reads "<count> [<window>]".
+func parseCountWindow(d *caddyfile.Dispenser, args []string) (ratelimit.LimitConfig, error) {
+	var l ratelimit.LimitConfig
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		return l, d.Errf("count must be a positive number, not %q", args[0])
+	}
+	l.Count = n
+	if len(args) > 1 {
+		w, err := caddy.ParseDuration(args[1])
+		if err != nil || w <= 0 {
+			return l, d.Errf("window must be a positive duration such as 1h or 168h, not %q", args[1])
+		}
+		l.Window = caddy.Duration(w)
+	}
+	return l, nil
 }
 
 // onOff reads a single on|off argument.

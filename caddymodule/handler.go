@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/acmeca/caddy-acmeca/acme"
+	"github.com/acmeca/caddy-acmeca/ratelimit"
 	"github.com/acmeca/caddy-acmeca/storage"
 	"github.com/acmeca/caddy-acmeca/validate"
 )
@@ -78,6 +80,11 @@ type Handler struct {
 	// valid DNS name that is not a public suffix, wildcards included, no IP
 	// addresses, at most 100 per order.
 	Policy *validate.Policy `json:"policy,omitempty"`
+
+	// The rate limits. Default: the limits public CAs publish (see
+	// ratelimit.Defaults), kept in Caddy's storage so that every node
+	// sharing it enforces the same counts.
+	RateLimits *ratelimit.Config `json:"rate_limits,omitempty"`
 
 	// Whether CAA records (RFC 8659, RFC 8657) are checked at validation
 	// and again at finalize for authorizations older than 8 hours.
@@ -167,7 +174,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	limiter, err := h.provisionLimits(ctx)
+	if err != nil {
+		return err
+	}
+
 	h.server = acme.NewServer(acme.Config{
+		Limiter:        limiter,
+		ClientIP:       clientIP,
 		Store:          store,
 		Shared:         h.shared.Shared,
 		Signer:         &caSigner{ca: ca, lifetime: time.Duration(h.Lifetime)},
@@ -182,6 +196,42 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		CAAIdentities:  h.CAAIdentities,
 	})
 	return nil
+}
+
+// provisionLimits builds the rate limiter with its backend module (the
+// storage backend by default).
+func (h *Handler) provisionLimits(ctx caddy.Context) (*ratelimit.Engine, error) {
+	if h.RateLimits == nil {
+		h.RateLimits = &ratelimit.Config{}
+	}
+	var backend ratelimit.Backend
+	if h.RateLimits.BackendRaw != nil {
+		mod, err := ctx.LoadModule(h.RateLimits, "BackendRaw")
+		if err != nil {
+			return nil, fmt.Errorf("acme_ca: loading rate limit backend: %w", err)
+		}
+		b, ok := mod.(ratelimit.Backend)
+		if !ok {
+			return nil, fmt.Errorf("acme_ca: module %T is not a rate limit backend", mod)
+		}
+		backend = b
+	} else {
+		backend = ratelimit.NewStorageBackend(ctx.Storage())
+	}
+	engine, err := ratelimit.NewEngine(h.RateLimits, backend, path.Join("acme_ca", h.CA, "ratelimit"), h.logger.Named("ratelimit"))
+	if err != nil {
+		return nil, fmt.Errorf("acme_ca: %w", err)
+	}
+	return engine, nil
+}
+
+// clientIP is the client's address as Caddy determined it (honouring
+// trusted_proxies), for the per-IP limits.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		return ip
+	}
+	return ""
 }
 
 // Validate checks the configuration.
