@@ -194,17 +194,93 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *si
 		unlock()
 		return Malformed("authorization for %s is %s; its challenges can no longer be answered", a.Identifier.Value, st)
 	}
-	c.Status = storage.StatusProcessing
-	c.ProcessingSince = s.Now()
-	a.Challenges[i] = c
-	if err := s.store.PutAuthorization(ctx, a); err != nil {
-		unlock()
-		s.logger.Error("storing authorization", errField(err))
-		return Internal("could not store the challenge")
-	}
 	unlock()
-	s.startValidation(s.job(ctx, a, typ))
+
+	// Most validations take milliseconds: wait briefly for the result, so
+	// the common case costs one storage write (the result) and the client
+	// sees the final state at once. A slower one is recorded as processing
+	// and finishes in the background (RFC 8555 §7.5.1).
+	j := s.job(ctx, a, typ)
+	if !s.claimValidation(a.ID) {
+		return s.challengeNow(w, r, req, authzID, typ, respond, find)
+	}
+	done := make(chan *storage.Authorization, 1)
+	s.Shared.validations.Add(1)
+	go func() {
+		defer s.Shared.validations.Done()
+		defer s.Shared.inflight.Delete(a.ID)
+		vctx, cancel := context.WithTimeout(context.Background(), validationTimeout)
+		defer cancel()
+		done <- s.validate(vctx, j)
+	}()
+	select {
+	case final := <-done:
+		if final != nil {
+			if k := find(final); k >= 0 {
+				return respond(final, final.Challenges[k])
+			}
+		}
+		return s.challengeNow(w, r, req, authzID, typ, respond, find)
+	case <-time.After(syncValidationWait):
+	}
+	if p := s.markProcessing(ctx, authzID, typ); p != nil {
+		return p
+	}
+	return s.challengeNow(w, r, req, authzID, typ, respond, find)
+}
+
+// syncValidationWait is how long a challenge response waits for its
+// validation before answering "processing".
+const syncValidationWait = 300 * time.Millisecond
+
+// challengeNow answers with the challenge as stored now.
+func (s *Server) challengeNow(w http.ResponseWriter, r *http.Request, req *signedRequest, authzID, typ string,
+	respond func(*storage.Authorization, storage.Challenge) *Problem, find func(*storage.Authorization) int) *Problem {
+	a, p := s.loadOwnAuthz(r.Context(), req, authzID)
+	if p != nil {
+		return p
+	}
+	i := find(a)
+	if i < 0 {
+		return Internal("challenge vanished")
+	}
+	c := a.Challenges[i]
+	if c.Status == storage.StatusPending {
+		if _, busy := s.Shared.inflight.Load(authzID); busy {
+			c.Status = storage.StatusProcessing // being validated right now
+		}
+	}
 	return respond(a, c)
+}
+
+// markProcessing records that a challenge is being validated, unless the
+// validation has finished meanwhile; a process that stops before the
+// result is stored leaves it to be taken up again (resumeStale).
+func (s *Server) markProcessing(ctx context.Context, authzID, typ string) *Problem {
+	defer s.Shared.lock("authz:" + authzID)()
+	a, err := s.store.Authorization(ctx, authzID)
+	if err != nil {
+		s.logger.Error("loading authorization", errField(err))
+		return Internal("could not load the authorization")
+	}
+	for i := range a.Challenges {
+		c := &a.Challenges[i]
+		if c.Type == typ && c.Status == storage.StatusPending && a.Status == storage.StatusPending {
+			c.Status, c.ProcessingSince = storage.StatusProcessing, s.Now()
+			if err := s.store.PutAuthorization(ctx, a); err != nil {
+				s.logger.Error("storing authorization", errField(err))
+				return Internal("could not store the challenge")
+			}
+		}
+	}
+	return nil
+}
+
+// claimValidation marks an authorization as being validated in this
+// process; false if it already is.
+func (s *Server) claimValidation(authzID string) bool {
+	_, busy := s.Shared.inflight.LoadOrStore(authzID, struct{}{})
+	return !busy
 }
 
 // resumeStale restarts a validation that a stopped process left in
@@ -221,7 +297,7 @@ func (s *Server) resumeStale(ctx context.Context, a *storage.Authorization) {
 // a time per authorization in this process. It outlives the request and a
 // config reload; a clean stop waits for it (see Shared.Close).
 func (s *Server) startValidation(j validationJob) {
-	if _, busy := s.Shared.inflight.LoadOrStore(j.authzID, struct{}{}); busy {
+	if !s.claimValidation(j.authzID) {
 		return
 	}
 	s.Shared.validations.Add(1)
@@ -279,18 +355,20 @@ func (s *Server) checkCAA(ctx context.Context, a *storage.Authorization, method,
 	})
 }
 
-func (s *Server) validate(ctx context.Context, j validationJob) {
+// validate runs the validator and CAA, stores the result and returns the
+// authorization as stored (nil if it could not be).
+func (s *Server) validate(ctx context.Context, j validationJob) *storage.Authorization {
 	authzID, typ := j.authzID, j.typ
 	log := s.logger.With(zap.String("authz", authzID), zap.String("challenge", typ))
 	a, err := s.store.Authorization(ctx, authzID)
 	if err != nil {
 		log.Error("loading authorization for validation", errField(err))
-		return
+		return nil
 	}
 	acct, err := s.store.Account(ctx, a.AccountID)
 	if err != nil {
 		log.Error("loading account for validation", errField(err))
-		return
+		return nil
 	}
 	var token string
 	for _, c := range a.Challenges {
@@ -323,36 +401,45 @@ func (s *Server) validate(ctx context.Context, j validationJob) {
 	a, err = s.store.Authorization(ctx, authzID)
 	if err != nil {
 		log.Error("reloading authorization after validation", errField(err))
-		return
+		return nil
 	}
 	now := s.Now()
+	changed := false
 	for i := range a.Challenges {
 		c := &a.Challenges[i]
-		if c.Type != typ || c.Status != storage.StatusProcessing {
+		// Pending when the result came within the request's wait, so
+		// processing was never stored.
+		if c.Type != typ || (c.Status != storage.StatusProcessing && c.Status != storage.StatusPending) {
 			continue
 		}
-		if a.Status != storage.StatusPending { // deactivated meanwhile
+		switch {
+		case a.Status == storage.StatusDeactivated:
 			c.Status = storage.StatusInvalid
-			c.Error = Malformed("the authorization was %s while the challenge was validated", a.Status).stored()
-			break
-		}
-		if verr == nil {
+			c.Error = Malformed("the authorization was deactivated while the challenge was validated").stored()
+		case a.Status != storage.StatusPending:
+			continue // settled meanwhile by another challenge
+		case verr == nil:
 			c.Status, c.Validated = storage.StatusValid, now
 			a.Status, a.ValidatedAt = storage.StatusValid, now
 			a.Expires = now.Add(s.ValidAuthzLifetime)
 			log.Info("challenge valid", zap.String("identifier", a.Identifier.Value))
-		} else {
+		default:
 			c.Status = storage.StatusInvalid
 			c.Error = problemFromValidation(verr).stored()
 			a.Status = storage.StatusInvalid
 			log.Info("challenge failed", zap.String("identifier", a.Identifier.Value), zap.Error(verr))
 		}
+		changed = true
+	}
+	if !changed {
+		return a
 	}
 	if err := s.store.PutAuthorization(ctx, a); err != nil {
 		log.Error("storing validation result", errField(err))
-		return
+		return nil
 	}
 	s.afterValidation(ctx, a)
+	return a
 }
 
 // afterValidation settles the limits once an authorization has left the

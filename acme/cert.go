@@ -73,20 +73,14 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 		}
 	}
 
-	o.Status, o.ProcessingSince = storage.StatusProcessing, s.Now()
-	if err := s.store.PutOrder(ctx, o); err != nil {
-		refund()
-		s.logger.Error("storing order", errField(err))
-		return Internal("could not store the order")
-	}
+	// Signing takes well under a millisecond and happens within this
+	// request (under the order's lock), so "processing" is never stored:
+	// a process that stops here leaves the order ready, to be finalized
+	// again, never stuck.
 	chain, err := s.Signer.Sign(ctx, csr, names)
 	if err != nil {
 		refund()
 		s.logger.Error("signing certificate", errField(err), zap.String("order", o.ID))
-		o.Status = storage.StatusPending // ready again: the client may retry
-		if err := s.store.PutOrder(ctx, o); err != nil {
-			s.logger.Error("storing order", errField(err))
-		}
 		return Internal("could not sign the certificate; finalize may be retried")
 	}
 	leaf := chain[0]
@@ -106,8 +100,6 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 	if err := s.store.PutCertificate(ctx, rec); err != nil {
 		refund()
 		s.logger.Error("storing certificate", errField(err))
-		o.Status = storage.StatusPending
-		_ = s.store.PutOrder(ctx, o)
 		return Internal("could not store the certificate; finalize may be retried")
 	}
 	o.Status, o.CertSerial = storage.StatusValid, rec.Serial
