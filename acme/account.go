@@ -2,6 +2,7 @@ package acme
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -87,8 +88,19 @@ func (s *Server) handleNewAccount(w http.ResponseWriter, r *http.Request, req *s
 		return NewProblem(ErrBadPublicKey, "cannot encode the key: %v", err)
 	}
 	now := s.Now()
+	// The account's ID comes from its key, so finding the account by key
+	// is one Load and creating it one Store. Only when that ID is taken
+	// (by an account that has since rolled over from this key) does the
+	// account get a random ID and an index entry.
+	id, indexed := accountIDFor(thumb), false
+	if _, err := s.store.Account(ctx, id); err == nil {
+		id, indexed = newID(), true
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		s.logger.Error("loading account", errField(err))
+		return Internal("could not create the account")
+	}
 	acct := &storage.Account{
-		ID:          newID(),
+		ID:          id,
 		Status:      storage.StatusValid,
 		Contact:     contacts,
 		TermsAgreed: pl.TermsOfServiceAgreed,
@@ -102,17 +114,39 @@ func (s *Server) handleNewAccount(w http.ResponseWriter, r *http.Request, req *s
 		s.logger.Error("storing account", errField(err))
 		return Internal("could not store the account")
 	}
-	if err := s.store.PutAccountKey(ctx, thumb, acct.ID); err != nil {
-		s.logger.Error("storing account key index", errField(err))
-		return Internal("could not store the account")
+	if indexed {
+		if err := s.store.PutAccountKey(ctx, thumb, acct.ID); err != nil {
+			s.logger.Error("storing account key index", errField(err))
+			return Internal("could not store the account")
+		}
 	}
 	w.Header().Set("Location", s.accountURL(ctx, acct.ID))
 	s.writeJSON(w, r, http.StatusCreated, s.accountObject(ctx, acct))
 	return nil
 }
 
-// accountByThumbprint returns the account using a key, or nil.
+// accountIDFor derives an account's ID from its key's thumbprint: the
+// first 128 bits, base64url.
+func accountIDFor(thumb string) string {
+	b, err := base64.RawURLEncoding.DecodeString(thumb)
+	if err != nil || len(b) < 16 {
+		return newID()
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:16])
+}
+
+// accountByThumbprint returns the account using a key, or nil: first the
+// account whose ID the key derives, then the index kept for keys that
+// arrived by key change or whose derived ID was taken.
 func (s *Server) accountByThumbprint(ctx context.Context, thumb string) (*storage.Account, *Problem) {
+	acct, err := s.store.Account(ctx, accountIDFor(thumb))
+	if err == nil && acct.Thumbprint == thumb {
+		return acct, nil
+	}
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		s.logger.Error("loading account", errField(err))
+		return nil, Internal("could not look up the account")
+	}
 	id, err := s.store.AccountIDByThumbprint(ctx, thumb)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
@@ -121,7 +155,7 @@ func (s *Server) accountByThumbprint(ctx context.Context, thumb string) (*storag
 		s.logger.Error("looking up account key", errField(err))
 		return nil, Internal("could not look up the account")
 	}
-	acct, err := s.store.Account(ctx, id)
+	acct, err = s.store.Account(ctx, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
 	}

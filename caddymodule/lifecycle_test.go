@@ -234,6 +234,19 @@ func TestLegoKeyRolloverAndDeactivation(t *testing.T) {
 	_, err = oldClient.Registration.ResolveAccountByKey(ctx)
 	assertProblem(t, err, "urn:ietf:params:acme:error:accountDoesNotExist")
 
+	// The old key is free again: it can register a new account, whose ID
+	// (derived from the key) was taken by the rolled account, so it gets
+	// another; the new key still finds the first account.
+	reuser := &legoUser{email: user.email, key: user.key}
+	ca.legoClient(t, reuser, true)
+	if reuser.reg.Location == user.reg.Location {
+		t.Fatalf("a new account with the old key reuses the rolled account's URL %s", user.reg.Location)
+	}
+	again, err := rolledClient.Registration.ResolveAccountByKey(ctx)
+	if err != nil || again.Location != user.reg.Location {
+		t.Fatalf("new key resolves to %v (%v), want %s", again, err, user.reg.Location)
+	}
+
 	rolled.reg = acct
 	rolledClient = ca.legoClient(t, rolled, false)
 	if _, err := rolledClient.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"rolled.example.test"}, KeyType: certcrypto.EC256}); err != nil {
