@@ -242,9 +242,9 @@ func TestLegoKeyRolloverAndDeactivation(t *testing.T) {
 	if reuser.reg.Location == user.reg.Location {
 		t.Fatalf("a new account with the old key reuses the rolled account's URL %s", user.reg.Location)
 	}
-	again, err := rolledClient.Registration.ResolveAccountByKey(ctx)
-	if err != nil || again.Location != user.reg.Location {
-		t.Fatalf("new key resolves to %v (%v), want %s", again, err, user.reg.Location)
+	resolved, err := rolledClient.Registration.ResolveAccountByKey(ctx)
+	if err != nil || resolved.Location != user.reg.Location {
+		t.Fatalf("new key resolves to %v (%v), want %s", resolved, err, user.reg.Location)
 	}
 
 	rolled.reg = acct
