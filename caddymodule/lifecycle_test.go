@@ -242,7 +242,7 @@ func TestLegoKeyRolloverAndDeactivation(t *testing.T) {
 	if reuser.reg.Location == user.reg.Location {
 		t.Fatalf("a new account with the old key reuses the rolled account's URL %s", user.reg.Location)
 	}
-	resolved, err := rolledClient.Registration.ResolveAccountByKey(ctx)
+	resolved, err := ca.legoClient(t, &legoUser{email: user.email, key: newKey}, false).Registration.ResolveAccountByKey(ctx)
 	if err != nil || resolved.Location != user.reg.Location {
 		t.Fatalf("new key resolves to %v (%v), want %s", resolved, err, user.reg.Location)
 	}

@@ -81,6 +81,7 @@ type testCA struct {
 	HTTPSPort      int // Caddy's https_port, where the ACME directory is
 	HTTPPort       int // Caddy's http_port; unused by the tests but kept off :80
 	ValidationPort int // where the CA connects for http-01
+	TLSALPNPort    int // where the CA connects for tls-alpn-01, if the Caddyfile offers it
 	DirectoryURL   string
 	RootPath       string // Caddy's local root certificate, PEM
 	Root           *x509.Certificate
@@ -100,14 +101,34 @@ type caddyfileParams struct {
 	HTTPPort       int
 	HTTPSPort      int
 	ValidationPort int
+	TLSALPNPort    int
 	DNS            string
+}
+
+// caOption changes how startCA sets up the CA, for tests that need more
+// than the certbot walk-through's configuration.
+type caOption func(*caSetup)
+
+// caSetup is what the options choose; startCA fills in the defaults.
+type caSetup struct {
+	template string // the Caddyfile template, a file in testdata
+}
+
+// withCaddyfile makes startCA fill testdata/name instead of
+// certbot.Caddyfile.tmpl. The template gets a caddyfileParams.
+func withCaddyfile(name string) caOption {
+	return func(s *caSetup) { s.template = name }
 }
 
 // startCA starts a DNS server that answers 127.0.0.1 for every name and a
 // Caddy process configured as an ACME CA that uses it, and waits until the
 // ACME directory answers. Both are stopped when t ends.
-func startCA(t *testing.T) *testCA {
+func startCA(t *testing.T, opts ...caOption) *testCA {
 	t.Helper()
+	setup := caSetup{template: "certbot.Caddyfile.tmpl"}
+	for _, o := range opts {
+		o(&setup)
+	}
 	bin := caddyBinary(t)
 	dir := t.TempDir()
 
@@ -116,20 +137,21 @@ func startCA(t *testing.T) *testCA {
 	dns := testdns.Start(t)
 	dns.SetDefaultA("127.0.0.1")
 
-	ports := freePorts(t, 3)
+	ports := freePorts(t, 4)
 	ca := &testCA{
 		Dir:            dir,
 		DNS:            dns,
 		HTTPSPort:      ports[0],
 		HTTPPort:       ports[1],
 		ValidationPort: ports[2],
+		TLSALPNPort:    ports[3],
 		RootPath:       filepath.Join(dir, "storage", "pki", "authorities", "local", "root.crt"),
 		logPath:        filepath.Join(dir, "caddy.log"),
 		caddyExited:    make(chan struct{}),
 	}
 	ca.DirectoryURL = fmt.Sprintf("https://localhost:%d/acme/directory", ca.HTTPSPort)
 
-	tmpl, err := template.ParseFiles(filepath.Join("testdata", "certbot.Caddyfile.tmpl"))
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", setup.template))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +161,7 @@ func startCA(t *testing.T) *testCA {
 		HTTPPort:       ca.HTTPPort,
 		HTTPSPort:      ca.HTTPSPort,
 		ValidationPort: ca.ValidationPort,
+		TLSALPNPort:    ca.TLSALPNPort,
 		DNS:            dns.Addr(),
 	}); err != nil {
 		t.Fatal(err)
