@@ -138,6 +138,13 @@ func LoadNonces(ctx context.Context, store *storage.Store, instanceID string) (*
 	return n, nil
 }
 
+// Alone reports that no other node sharing the storage has a fresh
+// heartbeat.
+func (n *Nonces) Alone() bool { return !n.peers.Load() }
+
+// JoinedAt is when this process took up its epoch.
+func (n *Nonces) JoinedAt() time.Time { return n.started }
+
 // Stop ends the heartbeats and withdraws this node's announcement.
 func (n *Nonces) Stop(ctx context.Context) {
 	n.stopped.Do(func() {

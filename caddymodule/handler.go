@@ -155,6 +155,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("acme_ca: %w", err)
 	}
 
+	store := storage.New(ctx.Storage(), h.CA)
+	h.shared, err = loadShared(ctx, store, h.CA)
+	if err != nil {
+		return err
+	}
+
 	var hosts []validate.StaticHost
 	for pattern, addrs := range h.Hosts {
 		sh := validate.StaticHost{Pattern: pattern}
@@ -168,15 +174,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		hosts = append(hosts, sh)
 	}
 
-	store := storage.New(ctx.Storage(), h.CA)
-	h.shared, err = loadShared(ctx, store, h.CA)
-	if err != nil {
-		return err
-	}
-
 	limiter, err := h.provisionLimits(ctx)
 	if err != nil {
 		return err
+	}
+	if b, ok := limiter.Backend().(interface{ SetCluster(ratelimit.Cluster) }); ok {
+		b.SetCluster(h.shared.Nonces)
 	}
 
 	h.server = acme.NewServer(acme.Config{

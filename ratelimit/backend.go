@@ -50,7 +50,31 @@ type Backend interface {
 type StorageBackend struct {
 	storage certmagic.Storage // set at Provision
 	locks   *keylock.Set      // set at Provision
+
+	// cluster says whether other nodes share the storage, and from when
+	// this node may spend under storage locks. Set with SetCluster; nil
+	// means always take storage locks.
+	cluster Cluster
 }
+
+// Cluster tells a backend about the other nodes sharing its storage.
+type Cluster interface {
+	// Alone reports that no other node's heartbeat is fresh.
+	Alone() bool
+	// JoinedAt is when this node started; nodes that were there before
+	// notice it within a heartbeat.
+	JoinedAt() time.Time
+}
+
+// joinGrace is how long a node that found peers at start waits before its
+// first spend, so that every peer has noticed it and takes storage locks
+// too (peers notice within one heartbeat, 10s).
+const joinGrace = 15 * time.Second
+
+// SetCluster lets the backend skip storage locks while this node is alone:
+// the in-process lock is then the whole truth, and a spend costs no lock
+// file. With peers, every spend takes the buckets' storage locks.
+func (b *StorageBackend) SetCluster(c Cluster) { b.cluster = c }
 
 // CaddyModule returns the Caddy module information.
 func (*StorageBackend) CaddyModule() caddy.ModuleInfo {
@@ -170,8 +194,23 @@ func (b *StorageBackend) lockAll(ctx context.Context, buckets []Bucket) (func(),
 			unlocks[i]()
 		}
 	}
+	useStorageLocks := b.cluster == nil || !b.cluster.Alone()
+	if useStorageLocks && b.cluster != nil {
+		// A node that has just joined others waits until they have seen
+		// it, so no peer still spends without the storage lock.
+		if wait := time.Until(b.cluster.JoinedAt().Add(joinGrace)); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
 	for _, k := range keys {
 		unlocks = append(unlocks, b.locks.Lock(k))
+		if !useStorageLocks {
+			continue
+		}
 		if err := b.storage.Lock(ctx, k); err != nil {
 			unlockAll()
 			return nil, fmt.Errorf("locking rate limit bucket %s: %w", k, err)
@@ -214,6 +253,11 @@ func apply(now time.Time, bk Bucket, state []byte) (next []byte, ok bool, retry 
 			}
 		}
 		if len(set)+added > bk.Count {
+			if len(set) == 0 {
+				// More at once than the limit allows: waiting will not
+				// help, so there is no later time to name.
+				return nil, false, now, nil
+			}
 			return nil, false, set.earliestExpiry(), nil
 		}
 		for _, id := range bk.Items {

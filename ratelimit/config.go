@@ -91,7 +91,10 @@ func (c *Config) effective() (map[string]LimitConfig, map[string]bool, error) {
 		if l.Count < 1 {
 			return nil, nil, fmt.Errorf("rate_limits: %s: count must be at least 1, not %d", name, l.Count)
 		}
-		if name != PendingAuthorizations && l.Window <= 0 {
+		switch {
+		case name == PendingAuthorizations:
+			l.Window = 0 // a count, not a rate
+		case l.Window <= 0:
 			l.Window = Defaults[name].Window
 		}
 		limits[name] = l

@@ -41,6 +41,9 @@ func NewEngine(cfg *Config, backend Backend, prefix string, logger *zap.Logger) 
 	return e, nil
 }
 
+// Backend is the backend keeping the counting limits.
+func (e *Engine) Backend() Backend { return e.backend }
+
 // SetClock replaces the clock (tests).
 func (e *Engine) SetClock(now func() time.Time) { e.now = now }
 
@@ -96,32 +99,50 @@ func (e *Engine) Spend(ctx context.Context, txns []Transaction) (*Denial, error)
 func (e *Engine) spend(ctx context.Context, txns []Transaction, commit bool) (*Denial, error) {
 	now := e.now()
 	var buckets []Bucket
-	var stored []Transaction
+	var stored, inMemory []Transaction
 	for _, t := range txns {
 		l, on := e.params(t)
 		if !on {
 			continue
 		}
 		if perNode[t.Limit] {
-			if ok, retry := e.memory.spend(now, t.Limit+"/"+t.Key, l.Count, time.Duration(l.Window), t.cost(), commit); !ok {
+			// Checked now, spent only once everything else allows.
+			if ok, retry := e.memory.spend(now, t.Limit+"/"+t.Key, l.Count, time.Duration(l.Window), t.cost(), false); !ok {
 				return e.deny(t, l, retry), nil
 			}
+			inMemory = append(inMemory, t)
 			continue
 		}
 		buckets = append(buckets, e.bucket(t, l))
 		stored = append(stored, t)
 	}
-	if len(buckets) == 0 {
-		return nil, nil
+	if len(buckets) > 0 {
+		refused, retry, err := e.backend.Spend(ctx, now, buckets, commit)
+		if err != nil {
+			return nil, err
+		}
+		if refused >= 0 {
+			t := stored[refused]
+			l, _ := e.params(t)
+			return e.deny(t, l, retry), nil
+		}
 	}
-	refused, retry, err := e.backend.Spend(ctx, now, buckets, commit)
-	if err != nil {
-		return nil, err
-	}
-	if refused >= 0 {
-		t := stored[refused]
-		l, _ := e.params(t)
-		return e.deny(t, l, retry), nil
+	if commit {
+		for i, t := range inMemory {
+			l, _ := e.params(t)
+			if ok, retry := e.memory.spend(now, t.Limit+"/"+t.Key, l.Count, time.Duration(l.Window), t.cost(), true); !ok {
+				// Another request took the room since the check: give
+				// back what this spend took.
+				for _, prev := range inMemory[:i] {
+					pl, _ := e.params(prev)
+					e.memory.refund(now, prev.Limit+"/"+prev.Key, pl.Count, time.Duration(pl.Window), prev.cost())
+				}
+				if len(buckets) > 0 {
+					_ = e.backend.Refund(ctx, now, buckets)
+				}
+				return e.deny(t, l, retry), nil
+			}
+		}
 	}
 	return nil, nil
 }

@@ -16,6 +16,14 @@ type memoryBuckets struct {
 // (which hold no information) are swept.
 const maxMemoryBuckets = 100_000
 
+func (m *memoryBuckets) refund(now time.Time, key string, count int, window time.Duration, cost int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if tat, ok := m.tat[key]; ok {
+		m.tat[key] = gcraRefund(now, tat, count, window, cost)
+	}
+}
+
 func (m *memoryBuckets) spend(now time.Time, key string, count int, window time.Duration, cost int, commit bool) (bool, time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
