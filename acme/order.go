@@ -48,7 +48,7 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 		return p
 	}
 	order := &storage.Order{
-		ID:          newID(),
+		ID:          storage.OrderID(req.Account.ID, newID()),
 		AccountID:   req.Account.ID,
 		Status:      storage.StatusPending,
 		Identifiers: idents,
@@ -82,9 +82,6 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 	if err := s.store.PutOrder(ctx, order); err != nil {
 		s.logger.Error("storing order", errField(err))
 		return Internal("could not store the order")
-	}
-	if err := s.store.AddAccountOrder(ctx, order.AccountID, order.ID); err != nil {
-		s.logger.Warn("indexing order under its account", errField(err))
 	}
 	obj, p := s.orderObject(ctx, order)
 	if p != nil {

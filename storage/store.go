@@ -123,27 +123,35 @@ func (st *Store) DeleteAccountKey(ctx context.Context, thumbprint string) error 
 	return err
 }
 
+// OrderID makes the ID of a new order of an account: "<account>.<random>".
+// The account part puts the order in its account's folder, so the account's
+// orders list is a listing of that folder and costs no index write.
+func OrderID(accountID, random string) string { return accountID + "." + random }
+
+// orderKey is orders/<account>/<random>.json for IDs made by OrderID.
+func (st *Store) orderKey(id string) string {
+	// The random part is base64url and has no dot; split at the last one.
+	if i := strings.LastIndexByte(id, '.'); i > 0 && i < len(id)-1 {
+		return st.key("orders", id[:i], id[i+1:]+".json")
+	}
+	return st.key("orders", id+".json")
+}
+
 // Order returns the order with the given ID.
 func (st *Store) Order(ctx context.Context, id string) (*Order, error) {
 	var o Order
-	return &o, st.loadJSON(ctx, st.key("orders", id+".json"), &o)
+	return &o, st.loadJSON(ctx, st.orderKey(id), &o)
 }
 
 // PutOrder writes an order.
 func (st *Store) PutOrder(ctx context.Context, o *Order) error {
-	return st.storeJSON(ctx, st.key("orders", o.ID+".json"), o)
-}
-
-// AddAccountOrder records that an order belongs to an account, for the
-// account's orders list.
-func (st *Store) AddAccountOrder(ctx context.Context, accountID, orderID string) error {
-	return st.s.Store(ctx, st.key("account_orders", accountID, orderID), nil)
+	return st.storeJSON(ctx, st.orderKey(o.ID), o)
 }
 
 // AccountOrders lists the IDs of one account's orders. It lists only that
 // account's folder, never all orders.
 func (st *Store) AccountOrders(ctx context.Context, accountID string) ([]string, error) {
-	keys, err := st.s.List(ctx, st.key("account_orders", accountID), false)
+	keys, err := st.s.List(ctx, st.key("orders", accountID), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -152,7 +160,9 @@ func (st *Store) AccountOrders(ctx context.Context, accountID string) ([]string,
 	}
 	ids := make([]string, 0, len(keys))
 	for _, k := range keys {
-		ids = append(ids, path.Base(k))
+		if rest, ok := strings.CutSuffix(path.Base(k), ".json"); ok {
+			ids = append(ids, OrderID(accountID, rest))
+		}
 	}
 	return ids, nil
 }

@@ -299,22 +299,22 @@ func TestAccountOrders(t *testing.T) {
 	}
 	for acct, orders := range add {
 		for _, o := range orders {
-			if err := st.AddAccountOrder(ctx, acct, o); err != nil {
+			if err := st.PutOrder(ctx, &Order{ID: OrderID(acct, o), AccountID: acct}); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	// Adding the same order twice lists it once.
-	if err := st.AddAccountOrder(ctx, "acct1", "o1"); err != nil {
+	// Writing the same order twice lists it once.
+	if err := st.PutOrder(ctx, &Order{ID: OrderID("acct1", "o1"), AccountID: "acct1"}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		acct string
 		want []string
 	}{
-		{"acct1", []string{"o1", "o2", "o3"}},
-		{"acct10", []string{"o10"}},
-		{"acct2", []string{"o20", "o21"}},
+		{"acct1", []string{"acct1.o1", "acct1.o2", "acct1.o3"}},
+		{"acct10", []string{"acct10.o10"}},
+		{"acct2", []string{"acct2.o20", "acct2.o21"}},
 		{"nobody", nil},
 	}
 	for _, tt := range tests {
@@ -413,7 +413,7 @@ func TestKeysStayBelowCAPrefix(t *testing.T) {
 				func() error { return st.PutAccount(ctx, &Account{ID: id}) },
 				func() error { return st.PutAccountKey(ctx, id, id) },
 				func() error { return st.PutOrder(ctx, &Order{ID: id}) },
-				func() error { return st.AddAccountOrder(ctx, id, id) },
+				func() error { return st.PutOrder(ctx, &Order{ID: OrderID(id, "o1")}) },
 				func() error { return st.PutAuthorization(ctx, &Authorization{ID: id}) },
 				func() error { return st.PutReusableAuthorizationID(ctx, id, id, id) },
 				func() error { return st.PutCertificate(ctx, &Certificate{Serial: id}) },
