@@ -442,16 +442,12 @@ func (s *Server) validate(ctx context.Context, j validationJob) *storage.Authori
 	return a
 }
 
-// afterValidation settles the limits once an authorization has left the
-// pending state: it no longer counts as pending, and a failure counts
-// against the account and hostname.
+// afterValidation counts a failed validation against the account and
+// hostname.
 func (s *Server) afterValidation(ctx context.Context, a *storage.Authorization) {
-	if a.Status == storage.StatusPending {
-		return
-	}
-	if err := s.Limiter.Refund(ctx, []ratelimit.Transaction{pendingTransaction(a.AccountID, a)}); err != nil {
-		s.logger.Warn("releasing pending authorization", errField(err))
-	}
+	// Leaving the pending state needs no write to the pending-authorization
+	// bucket: the next spend that finds it full asks which of its items are
+	// still pending (see pendingTransaction).
 	if a.Status != storage.StatusInvalid {
 		return
 	}

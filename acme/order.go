@@ -183,8 +183,17 @@ func (s *Server) newAuthorization(acct *storage.Account, id storage.Identifier, 
 
 // pendingTransaction is the pending_authorizations spend (or refund) for
 // authorizations of one account.
-func pendingTransaction(accountID string, authzs ...*storage.Authorization) ratelimit.Transaction {
+func (s *Server) pendingTransaction(ctx context.Context, accountID string, authzs ...*storage.Authorization) ratelimit.Transaction {
 	t := ratelimit.Transaction{Limit: ratelimit.PendingAuthorizations, Key: accountID, Account: accountID, Cost: len(authzs)}
+	t.StillCounts = func(id string) bool {
+		a, err := s.store.Authorization(ctx, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			return false
+		}
+		// On a storage error the item keeps counting: refusing wrongly
+		// is better than letting an account past its limit.
+		return err != nil || authzStatus(a, s.Now()) == storage.StatusPending
+	}
 	for _, a := range authzs {
 		t.Items = append(t.Items, a.ID)
 		t.Expires = a.Expires
@@ -198,7 +207,7 @@ func (s *Server) storeNewAuthorizations(ctx context.Context, acct *storage.Accou
 	if len(fresh) == 0 {
 		return nil
 	}
-	txn := pendingTransaction(acct.ID, fresh...)
+	txn := s.pendingTransaction(ctx, acct.ID, fresh...)
 	if p := s.limit(ctx, []ratelimit.Transaction{txn}, true); p != nil {
 		return p
 	}

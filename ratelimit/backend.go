@@ -29,6 +29,9 @@ type Bucket struct {
 	Cost    int
 	Items   []string  // counting buckets: the items added or removed
 	Expires time.Time // counting buckets: when added items leave on their own
+	// Counting buckets: whether a recorded item still counts; asked only
+	// when the bucket would otherwise refuse (see Transaction.StillCounts).
+	StillCounts func(item string) bool
 }
 
 // Backend keeps the state of the counting limits. Implementations are
@@ -250,6 +253,13 @@ func apply(now time.Time, bk Bucket, state []byte) (next []byte, ok bool, retry 
 		for _, id := range bk.Items {
 			if _, dup := set[id]; !dup {
 				added++
+			}
+		}
+		if len(set)+added > bk.Count && bk.StillCounts != nil {
+			for id := range set {
+				if !bk.StillCounts(id) {
+					delete(set, id)
+				}
 			}
 		}
 		if len(set)+added > bk.Count {

@@ -165,12 +165,13 @@ func (e *Engine) Refund(ctx context.Context, txns []Transaction) error {
 
 func (e *Engine) bucket(t Transaction, l LimitConfig) Bucket {
 	return Bucket{
-		Key:     path.Join(e.prefix, t.Limit, safeKey(t.Key)),
-		Count:   l.Count,
-		Window:  time.Duration(l.Window),
-		Cost:    t.cost(),
-		Items:   t.Items,
-		Expires: t.Expires,
+		Key:         path.Join(e.prefix, t.Limit, safeKey(t.Key)),
+		Count:       l.Count,
+		Window:      time.Duration(l.Window),
+		Cost:        t.cost(),
+		Items:       t.Items,
+		Expires:     t.Expires,
+		StillCounts: t.StillCounts,
 	}
 }
 

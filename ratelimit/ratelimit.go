@@ -35,6 +35,10 @@ type Transaction struct {
 	// spend) or leaving the pending state (on refund), and when they expire.
 	Items   []string
 	Expires time.Time
+	// StillCounts says whether an item recorded earlier is still pending.
+	// It is asked only when the bucket would otherwise be full, so items
+	// that left the pending state need no write of their own.
+	StillCounts func(item string) bool
 
 	// For logs only: who asked.
 	Account string
