@@ -2,12 +2,10 @@ package ratelimit
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -23,10 +21,15 @@ func init() {
 // Bucket is a backend's view of one transaction: where its state lives and
 // the limit's parameters.
 type Bucket struct {
-	Key     string        // unique, storage-safe
-	Count   int           // the limit
-	Window  time.Duration // zero for a counting bucket (pending authorizations)
-	Cost    int
+	Key    string        // unique, storage-safe
+	Count  int           // the limit
+	Window time.Duration // zero for a counting bucket (pending authorizations)
+	Cost   int
+	// Field stores this bucket inside the record at Key, next to that
+	// record's own bucket, so related limits cost one write (duplicate
+	// certificates live in their registered domain's record).
+	Field string
+
 	Items   []string  // counting buckets: the items added or removed
 	Expires time.Time // counting buckets: when added items leave on their own
 	// Counting buckets: whether a recorded item still counts; asked only
@@ -108,35 +111,19 @@ func (b *StorageBackend) Spend(ctx context.Context, now time.Time, buckets []Buc
 		}
 		defer unlock()
 	}
-	states := make([][]byte, len(buckets))
+	recs, err := b.loadRecords(ctx, buckets)
+	if err != nil {
+		return -1, time.Time{}, err
+	}
 	for i, bk := range buckets {
-		state, err := b.load(ctx, bk.Key)
-		if err != nil {
-			return -1, time.Time{}, err
-		}
-		next, ok, retry, err := apply(now, bk, state)
-		if err != nil {
-			return -1, time.Time{}, err
-		}
-		if !ok {
+		if ok, retry := recs.get(bk).spend(now, bk); !ok {
 			return i, retry, nil
 		}
-		states[i] = next
 	}
 	if !commit {
 		return -1, time.Time{}, nil
 	}
-	for i, bk := range buckets {
-		if err := b.storage.Store(ctx, bk.Key, states[i]); err != nil {
-			// Earlier buckets of this spend were written: give them back
-			// so a failed spend spends nothing.
-			for j := 0; j < i; j++ {
-				_ = b.refundLocked(ctx, now, buckets[j])
-			}
-			return -1, time.Time{}, fmt.Errorf("storing rate limit bucket %s: %w", bk.Key, err)
-		}
-	}
-	return -1, time.Time{}, nil
+	return -1, time.Time{}, b.storeRecords(ctx, now, recs)
 }
 
 // Refund implements Backend.
@@ -146,39 +133,68 @@ func (b *StorageBackend) Refund(ctx context.Context, now time.Time, buckets []Bu
 		return err
 	}
 	defer unlock()
-	var errs []error
-	for _, bk := range buckets {
-		errs = append(errs, b.refundLocked(ctx, now, bk))
-	}
-	return errors.Join(errs...)
-}
-
-func (b *StorageBackend) refundLocked(ctx context.Context, now time.Time, bk Bucket) error {
-	state, err := b.load(ctx, bk.Key)
-	if err != nil || state == nil {
+	recs, err := b.loadRecords(ctx, buckets)
+	if err != nil {
 		return err
 	}
-	var next []byte
-	if bk.Window == 0 {
-		set := pendingSet{}
-		if err := json.Unmarshal(state, &set); err != nil {
-			return err
-		}
-		for _, id := range bk.Items {
-			delete(set, id)
-		}
-		set.prune(now)
-		if next, err = json.Marshal(set); err != nil {
-			return err
-		}
-	} else {
-		tat, err := parseTAT(state)
-		if err != nil {
-			return err
-		}
-		next = formatTAT(gcraRefund(now, tat, bk.Count, bk.Window, cost(bk)))
+	for _, bk := range buckets {
+		recs.get(bk).refund(now, bk)
 	}
-	return b.storage.Store(ctx, bk.Key, next)
+	return b.storeRecords(ctx, now, recs)
+}
+
+// records are the decoded states of the keys a spend touches, each loaded
+// once however many buckets share it.
+type records struct {
+	keys  []string // in first-use order
+	orig  map[string][]byte
+	state map[string]*record
+}
+
+func (r *records) get(bk Bucket) *record { return r.state[bk.Key] }
+
+func (b *StorageBackend) loadRecords(ctx context.Context, buckets []Bucket) (*records, error) {
+	recs := &records{orig: map[string][]byte{}, state: map[string]*record{}}
+	for _, bk := range buckets {
+		if _, done := recs.state[bk.Key]; done {
+			continue
+		}
+		raw, err := b.load(ctx, bk.Key)
+		if err != nil {
+			return nil, err
+		}
+		rec, err := decodeRecord(raw, bk.Window == 0)
+		if err != nil {
+			return nil, fmt.Errorf("decoding rate limit bucket %s: %w", bk.Key, err)
+		}
+		recs.keys = append(recs.keys, bk.Key)
+		recs.orig[bk.Key] = raw
+		recs.state[bk.Key] = rec
+	}
+	return recs, nil
+}
+
+// storeRecords writes every touched key. If one write fails, the keys
+// already written get their old state back, so a failed spend spends
+// nothing.
+func (b *StorageBackend) storeRecords(ctx context.Context, now time.Time, recs *records) error {
+	for i, k := range recs.keys {
+		next, err := recs.state[k].encode(now)
+		if err == nil {
+			err = b.storage.Store(ctx, k, next)
+		}
+		if err != nil {
+			for _, prev := range recs.keys[:i] {
+				if old := recs.orig[prev]; old != nil {
+					_ = b.storage.Store(ctx, prev, old)
+				} else {
+					_ = b.storage.Delete(ctx, prev)
+				}
+			}
+			return fmt.Errorf("storing rate limit bucket %s: %w", k, err)
+		}
+	}
+	return nil
 }
 
 func (b *StorageBackend) lockAll(ctx context.Context, buckets []Bucket) (func(), error) {
@@ -238,66 +254,6 @@ func cost(bk Bucket) int {
 	}
 	return bk.Cost
 }
-
-// apply computes a bucket's next state after a spend, or refuses.
-func apply(now time.Time, bk Bucket, state []byte) (next []byte, ok bool, retry time.Time, err error) {
-	if bk.Window == 0 {
-		set := pendingSet{}
-		if state != nil {
-			if err := json.Unmarshal(state, &set); err != nil {
-				return nil, false, time.Time{}, fmt.Errorf("decoding bucket %s: %w", bk.Key, err)
-			}
-		}
-		set.prune(now)
-		added := 0
-		for _, id := range bk.Items {
-			if _, dup := set[id]; !dup {
-				added++
-			}
-		}
-		if len(set)+added > bk.Count && bk.StillCounts != nil {
-			for id := range set {
-				if !bk.StillCounts(id) {
-					delete(set, id)
-				}
-			}
-		}
-		if len(set)+added > bk.Count {
-			if len(set) == 0 {
-				// More at once than the limit allows: waiting will not
-				// help, so there is no later time to name.
-				return nil, false, now, nil
-			}
-			return nil, false, set.earliestExpiry(), nil
-		}
-		for _, id := range bk.Items {
-			set[id] = bk.Expires.Unix()
-		}
-		next, err := json.Marshal(set)
-		return next, true, time.Time{}, err
-	}
-	var tat time.Time
-	if state != nil {
-		if tat, err = parseTAT(state); err != nil {
-			return nil, false, time.Time{}, fmt.Errorf("decoding bucket %s: %w", bk.Key, err)
-		}
-	}
-	newTAT, ok, retry := gcra(now, tat, bk.Count, bk.Window, cost(bk))
-	if !ok {
-		return nil, false, retry, nil
-	}
-	return formatTAT(newTAT), true, time.Time{}, nil
-}
-
-func parseTAT(b []byte) (time.Time, error) {
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
-		return time.Time{}, err
-	}
-	return time.Unix(0, n), nil
-}
-
-func formatTAT(t time.Time) []byte { return []byte(strconv.FormatInt(t.UnixNano(), 10)) }
 
 // Interface guards
 var (

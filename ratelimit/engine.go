@@ -164,8 +164,13 @@ func (e *Engine) Refund(ctx context.Context, txns []Transaction) error {
 }
 
 func (e *Engine) bucket(t Transaction, l LimitConfig) Bucket {
+	key, field := path.Join(e.prefix, t.Limit, safeKey(t.Key)), ""
+	if h := t.StoredWith; h != nil {
+		key, field = path.Join(e.prefix, h.Limit, safeKey(h.Key)), t.Limit+":"+t.Key
+	}
 	return Bucket{
-		Key:         path.Join(e.prefix, t.Limit, safeKey(t.Key)),
+		Key:         key,
+		Field:       field,
 		Count:       l.Count,
 		Window:      time.Duration(l.Window),
 		Cost:        t.cost(),

@@ -40,7 +40,12 @@ func CertificateTransactions(account string, names []string) []Transaction {
 		}
 	}
 	sort.Slice(txns, func(i, j int) bool { return txns[i].Key < txns[j].Key })
-	return append(txns, Transaction{Limit: DuplicateCertificates, Key: NameSetKey(names), Account: account})
+	dup := Transaction{Limit: DuplicateCertificates, Key: NameSetKey(names), Account: account}
+	if len(txns) > 0 {
+		host := txns[0]
+		dup.StoredWith = &Transaction{Limit: host.Limit, Key: host.Key}
+	}
+	return append(txns, dup)
 }
 
 // NameSetKey identifies a set of names, case and order ignored.

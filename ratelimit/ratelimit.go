@@ -40,6 +40,11 @@ type Transaction struct {
 	// that left the pending state need no write of their own.
 	StillCounts func(item string) bool
 
+	// StoredWith keeps this bucket inside another limit's bucket record
+	// (its Limit and Key), so that one spend writes one record: duplicate
+	// certificates are stored with their first registered domain.
+	StoredWith *Transaction
+
 	// For logs only: who asked.
 	Account string
 }
