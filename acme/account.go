@@ -110,6 +110,9 @@ func (s *Server) handleNewAccount(w http.ResponseWriter, r *http.Request, req *s
 	}
 	// The record first, then the index that finds it: a crash between
 	// leaves an unreachable record, never an index pointing nowhere.
+	// Forget the cached copy after the write, so no request in between
+	// caches the old one again.
+	defer s.Shared.accounts.forget(acct.ID)
 	if err := s.store.PutAccount(ctx, acct); err != nil {
 		s.logger.Error("storing account", errField(err))
 		return Internal("could not store the account")
@@ -240,6 +243,9 @@ func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, req *sign
 		acct.TermsAgreed = true
 	}
 	acct.UpdatedAt = s.Now()
+	// Forget the cached copy after the write, so no request in between
+	// caches the old one again.
+	defer s.Shared.accounts.forget(acct.ID)
 	if err := s.store.PutAccount(ctx, acct); err != nil {
 		s.logger.Error("storing account", errField(err))
 		return Internal("could not store the account")
@@ -316,6 +322,9 @@ func (s *Server) handleKeyChange(w http.ResponseWriter, r *http.Request, req *si
 		s.logger.Error("storing account key index", errField(err))
 		return Internal("could not store the new key")
 	}
+	// Forget the cached copy after the write, so no request in between
+	// caches the old one again.
+	defer s.Shared.accounts.forget(acct.ID)
 	if err := s.store.PutAccount(ctx, acct); err != nil {
 		s.logger.Error("storing account", errField(err))
 		return Internal("could not store the new key")

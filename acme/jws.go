@@ -156,14 +156,11 @@ func (s *Server) verifyJWS(ctx context.Context, body []byte, url string, use key
 		}
 		req.JWK = key
 	} else {
-		acct, p := s.accountByKID(ctx, *hdr.KID)
+		acct, acctKey, p := s.accountByKID(ctx, *hdr.KID)
 		if p != nil {
 			return nil, p
 		}
-		key = new(jose.JSONWebKey)
-		if err := key.UnmarshalJSON(acct.Key); err != nil {
-			return nil, Internal("stored account key does not parse")
-		}
+		key = acctKey
 		req.Account = acct
 	}
 	if p := checkAlgMatchesKey(hdr.Alg, key.Key); p != nil {
@@ -197,21 +194,32 @@ func (s *Server) verifyJWS(ctx context.Context, body []byte, url string, use key
 	return req, nil
 }
 
-// accountByKID resolves a "kid" (the account URL) to the account.
-func (s *Server) accountByKID(ctx context.Context, kid string) (*storage.Account, *Problem) {
+// accountByKID resolves a "kid" (the account URL) to the account and its
+// parsed key, from the account cache when it can.
+func (s *Server) accountByKID(ctx context.Context, kid string) (*storage.Account, *jose.JSONWebKey, *Problem) {
 	prefix := s.baseURL(ctx) + "/account/"
 	if !strings.HasPrefix(kid, prefix) || strings.Contains(kid[len(prefix):], "/") || len(kid) == len(prefix) {
-		return nil, NewProblem(ErrAccountDoesNotExist, "\"kid\" %q is not an account URL of this CA (expected %s<id>)", kid, prefix)
+		return nil, nil, NewProblem(ErrAccountDoesNotExist, "\"kid\" %q is not an account URL of this CA (expected %s<id>)", kid, prefix)
 	}
-	acct, err := s.store.Account(ctx, kid[len(prefix):])
+	id := kid[len(prefix):]
+	now := s.Now()
+	if acct, key, ok := s.Shared.accounts.get(id, now); ok {
+		return acct, key, nil
+	}
+	acct, err := s.store.Account(ctx, id)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, NewProblem(ErrAccountDoesNotExist, "account %q does not exist", kid)
+		return nil, nil, NewProblem(ErrAccountDoesNotExist, "account %q does not exist", kid)
 	}
 	if err != nil {
 		s.logger.Error("loading account", errField(err))
-		return nil, Internal("could not load the account")
+		return nil, nil, Internal("could not load the account")
 	}
-	return acct, nil
+	key, err := parseJWK(acct.Key)
+	if err != nil {
+		return nil, nil, Internal("stored account key does not parse")
+	}
+	s.Shared.accounts.put(acct, key, now)
+	return acct, key, nil
 }
 
 // CheckAccountKey enforces key quality for account keys: what

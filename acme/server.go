@@ -76,6 +76,7 @@ type Shared struct {
 	inflight    sync.Map       // authz ID -> struct{}
 	validations sync.WaitGroup // validations in flight
 	locks       keylock.Set    // in-process record locks
+	accounts    accountCache   // recently used accounts
 }
 
 // NewShared wraps a nonce source.
