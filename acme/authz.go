@@ -377,6 +377,13 @@ func (s *Server) validate(ctx context.Context, j validationJob) *storage.Authori
 		}
 	}
 
+	// CAA is looked up while the challenge is checked, as Boulder does: the
+	// validation then takes the longer of the two, not their sum. Its
+	// result counts only if the challenge succeeds, so a CAA refusal
+	// never hides a failed challenge.
+	caaDone := make(chan error, 1)
+	go func() { caaDone <- s.checkCAA(ctx, a, typ, j.accountURL, j.caaIdentities) }()
+
 	var verr error
 	validator, ok := s.Validators[typ]
 	if !ok {
@@ -390,11 +397,9 @@ func (s *Server) validate(ctx context.Context, j validationJob) *storage.Authori
 			AccountURL:       j.accountURL,
 			Resolver:         s.Resolver,
 		})
-		if verr == nil {
-			// CAA is checked after control is proven, as Boulder does,
-			// so a CAA refusal never hides a failed challenge.
-			verr = s.checkCAA(ctx, a, typ, j.accountURL, j.caaIdentities)
-		}
+	}
+	if caaErr := <-caaDone; verr == nil {
+		verr = caaErr
 	}
 
 	defer s.Shared.lock("authz:" + authzID)()

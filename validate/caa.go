@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/miekg/dns"
 )
@@ -31,9 +32,29 @@ func CheckCAA(ctx context.Context, r *Resolver, c CAACheck) error {
 	if _, ok := r.static(name); ok {
 		return nil // a lab name from the static host table: no DNS, no CAA
 	}
+	var candidates []string
 	for candidate := name; candidate != ""; candidate = parentDomain(candidate) {
-		records, err := r.LookupCAA(ctx, candidate)
-		if err != nil {
+		candidates = append(candidates, candidate)
+	}
+	// All levels are asked at once, so the check takes one round trip
+	// rather than one per label; the answers are then read from the name
+	// toward the root exactly as a sequential climb would.
+	type answer struct {
+		records []*dns.CAA
+		err     error
+	}
+	answers := make([]answer, len(candidates))
+	var wg sync.WaitGroup
+	for i, candidate := range candidates {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i].records, answers[i].err = r.LookupCAA(ctx, candidate)
+		}()
+	}
+	wg.Wait()
+	for i, candidate := range candidates {
+		if err := answers[i].err; err != nil {
 			detail := err.Error()
 			var p *Problem
 			if errors.As(err, &p) {
@@ -41,8 +62,8 @@ func CheckCAA(ctx context.Context, r *Resolver, c CAACheck) error {
 			}
 			return Problemf(ProblemCAA, "CAA lookup for %s failed, so issuance is refused: %s", candidate, detail)
 		}
-		if len(records) > 0 {
-			return evaluateCAA(candidate, records, c)
+		if len(answers[i].records) > 0 {
+			return evaluateCAA(candidate, answers[i].records, c)
 		}
 	}
 	return nil
