@@ -77,7 +77,7 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 	// request (under the order's lock), so "processing" is never stored:
 	// a process that stops here leaves the order ready, to be finalized
 	// again, never stuck.
-	chain, err := s.Signer.Sign(ctx, csr, names)
+	chain, err := s.Signer.Sign(ctx, csr, names, s.Shared.serialFor(o.ID))
 	if err != nil {
 		refund()
 		s.logger.Error("signing certificate", errField(err), zap.String("order", o.ID))
@@ -102,11 +102,8 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 		s.logger.Error("storing certificate", errField(err))
 		return Internal("could not store the certificate; finalize may be retried")
 	}
-	o.Status, o.CertSerial = storage.StatusValid, rec.Serial
-	if err := s.store.PutOrder(ctx, o); err != nil {
-		s.logger.Error("storing order", errField(err))
-		return Internal("could not store the order")
-	}
+	// The order record is not written: it is valid because a certificate
+	// with its serial exists (see orderState).
 	s.logger.Info("certificate issued", zap.String("serial", rec.Serial), zap.Strings("names", names), zap.String("account", o.AccountID))
 	obj, p := s.orderObject(ctx, o)
 	if p != nil {

@@ -85,22 +85,9 @@ type nonceState struct {
 // LoadNonces prepares the nonce source of one CA: it loads (or creates) the
 // shared secret and takes back the state a clean stop of this instance left.
 func LoadNonces(ctx context.Context, store *storage.Store, instanceID string) (*Nonces, error) {
-	secret, err := store.LoadRaw(ctx, "nonce", "secret")
-	if errors.Is(err, storage.ErrNotFound) {
-		secret = make([]byte, 32)
-		if _, err := rand.Read(secret); err != nil {
-			return nil, err
-		}
-		if err := store.StoreRaw(ctx, secret, "nonce", "secret"); err != nil {
-			return nil, fmt.Errorf("storing nonce secret: %w", err)
-		}
-		// Two nodes starting at once may each store a secret; read back
-		// whichever won so both use the same one.
-		if secret, err = store.LoadRaw(ctx, "nonce", "secret"); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("loading nonce secret: %w", err)
+	secret, err := loadSecret(ctx, store, "nonce")
+	if err != nil {
+		return nil, err
 	}
 	n := &Nonces{
 		secret:  secret,
@@ -215,6 +202,28 @@ func (n *Nonces) heartbeat(ctx context.Context) {
 			_ = n.store.DeleteRaw(ctx, "nonce", "used", h)
 		}
 	}
+}
+
+// loadSecret loads, or creates, a 32-byte secret shared by every node of
+// the CA.
+func loadSecret(ctx context.Context, store *storage.Store, name string) ([]byte, error) {
+	secret, err := store.LoadRaw(ctx, name, "secret")
+	if errors.Is(err, storage.ErrNotFound) {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+		if err := store.StoreRaw(ctx, secret, name, "secret"); err != nil {
+			return nil, fmt.Errorf("storing %s secret: %w", name, err)
+		}
+		// Two nodes starting at once may each store a secret; read back
+		// whichever won so both use the same one.
+		return store.LoadRaw(ctx, name, "secret")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading %s secret: %w", name, err)
+	}
+	return secret, nil
 }
 
 // Save writes the state for the next start of this instance (a clean stop).

@@ -2,6 +2,7 @@ package acme
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"strings"
@@ -264,36 +265,70 @@ func (s *Server) orderState(ctx context.Context, o *storage.Order) (string, *Pro
 		// Abandoned by a process that stopped mid-finalize: the order is
 		// ready again, and finalize may be retried.
 	}
-	if now.After(o.Expires) {
-		return storage.StatusInvalid, NewProblem(ErrMalformed, "the order expired at %s before it was finalized", o.Expires.UTC().Format(timeFormat)), nil
-	}
-	ready := true
-	for _, id := range o.AuthzIDs {
-		a, err := s.store.Authorization(ctx, id)
-		if err != nil {
-			s.logger.Error("loading authorization", errField(err))
-			return "", nil, Internal("could not load the order's authorizations")
+	// Anything but pending may mean the order was finalized: its
+	// certificate (found by the serial the order determines) decides.
+	issued := func() (bool, *Problem) {
+		_, err := s.store.Certificate(ctx, s.orderSerial(o))
+		if errors.Is(err, storage.ErrNotFound) {
+			return false, nil
 		}
-		s.resumeStale(ctx, a)
-		switch st := authzStatus(a, now); st {
-		case storage.StatusValid:
-		case storage.StatusPending:
-			ready = false
-		default:
-			p := NewProblem(ErrUnauthorized, "authorization for %s is %s", a.Identifier.Value, st)
-			for _, c := range a.Challenges {
-				if c.Error != nil {
-					p = fromStored(c.Error)
-					p.Detail = "authorization for " + a.Identifier.Value + " failed: " + p.Detail
+		if err != nil {
+			s.logger.Error("loading certificate", errField(err))
+			return false, Internal("could not load the order's certificate")
+		}
+		return true, nil
+	}
+	var failed *Problem
+	ready := true
+	if now.After(o.Expires) {
+		failed = NewProblem(ErrMalformed, "the order expired at %s before it was finalized", o.Expires.UTC().Format(timeFormat))
+	} else {
+		for _, id := range o.AuthzIDs {
+			a, err := s.store.Authorization(ctx, id)
+			if err != nil {
+				s.logger.Error("loading authorization", errField(err))
+				return "", nil, Internal("could not load the order's authorizations")
+			}
+			s.resumeStale(ctx, a)
+			switch st := authzStatus(a, now); st {
+			case storage.StatusValid:
+			case storage.StatusPending:
+				ready = false
+			default:
+				failed = NewProblem(ErrUnauthorized, "authorization for %s is %s", a.Identifier.Value, st)
+				for _, c := range a.Challenges {
+					if c.Error != nil {
+						failed = fromStored(c.Error)
+						failed.Detail = "authorization for " + a.Identifier.Value + " failed: " + failed.Detail
+					}
 				}
 			}
-			return storage.StatusInvalid, p, nil
+			if failed != nil {
+				break
+			}
 		}
 	}
-	if ready {
-		return storage.StatusReady, nil, nil
+	if failed == nil && !ready {
+		return storage.StatusPending, nil, nil
 	}
-	return storage.StatusPending, nil, nil
+	done, p := issued()
+	switch {
+	case p != nil:
+		return "", nil, p
+	case done:
+		return storage.StatusValid, nil, nil
+	case failed != nil:
+		return storage.StatusInvalid, failed, nil
+	}
+	return storage.StatusReady, nil, nil
+}
+
+// orderSerial is the serial (lower-case hex) of an order's certificate.
+func (s *Server) orderSerial(o *storage.Order) string {
+	if o.CertSerial != "" {
+		return o.CertSerial // recorded by earlier versions
+	}
+	return hex.EncodeToString(s.Shared.serialFor(o.ID).Bytes())
 }
 
 func (s *Server) orderObject(ctx context.Context, o *storage.Order) (*orderObject, *Problem) {
@@ -311,8 +346,8 @@ func (s *Server) orderObject(ctx context.Context, o *storage.Order) (*orderObjec
 	for _, id := range o.AuthzIDs {
 		obj.Authorizations = append(obj.Authorizations, s.resourceURL(ctx, "authz", id))
 	}
-	if status == storage.StatusValid && o.CertSerial != "" {
-		obj.Certificate = s.resourceURL(ctx, "cert", o.CertSerial)
+	if status == storage.StatusValid {
+		obj.Certificate = s.resourceURL(ctx, "cert", s.orderSerial(o))
 	}
 	return obj, nil
 }

@@ -7,8 +7,11 @@ package acme
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
+	"math/big"
 	"net"
 	"net/http"
 	"strconv"
@@ -24,10 +27,10 @@ import (
 	"github.com/acmeca/caddy-acmeca/validate"
 )
 
-// Signer issues certificates. The leaf and its issuers up to but excluding
-// the root come back, leaf first.
+// Signer issues certificates with the serial given. The leaf and its
+// issuers up to but excluding the root come back, leaf first.
 type Signer interface {
-	Sign(ctx context.Context, csr *x509.CertificateRequest, names []string) ([]*x509.Certificate, error)
+	Sign(ctx context.Context, csr *x509.CertificateRequest, names []string, serial *big.Int) ([]*x509.Certificate, error)
 }
 
 // Config is what a Server needs; the caddymodule package fills it in from
@@ -73,6 +76,7 @@ const (
 // it in a caddy.UsagePool.
 type Shared struct {
 	Nonces      *Nonces
+	serialKey   []byte         // derives certificate serials from order IDs
 	inflight    sync.Map       // authz ID -> struct{}
 	validations sync.WaitGroup // validations in flight
 	locks       keylock.Set    // in-process record locks
@@ -80,7 +84,26 @@ type Shared struct {
 }
 
 // NewShared wraps a nonce source.
-func NewShared(n *Nonces) *Shared { return &Shared{Nonces: n} }
+func NewShared(n *Nonces) *Shared {
+	m := hmac.New(sha256.New, n.secret)
+	m.Write([]byte("certificate serials"))
+	return &Shared{Nonces: n, serialKey: m.Sum(nil)}
+}
+
+// serialFor is the serial of the certificate an order gets: 128 bits of
+// HMAC-SHA256 of the order ID under a secret every node shares. It is as
+// unpredictable as a random serial to anyone without the secret, yet known
+// from the order alone, so finalize stores the certificate and nothing
+// else: the order is valid once a certificate with its serial exists.
+func (sh *Shared) serialFor(orderID string) *big.Int {
+	m := hmac.New(sha256.New, sh.serialKey)
+	m.Write([]byte(orderID))
+	serial := new(big.Int).SetBytes(m.Sum(nil)[:16])
+	if serial.Sign() == 0 {
+		serial.SetInt64(1)
+	}
+	return serial
+}
 
 // lock serialises read-modify-write of one record within this process. Each
 // key has its own mutex, so a request may hold two records' locks at once.

@@ -29,7 +29,7 @@ const backdate = time.Minute
 // Sign issues a TLS server certificate for names with the CSR's key. It
 // asks the CA for its intermediate at each call, so certificates are always
 // signed by the intermediate that is current, which Caddy renews.
-func (s *caSigner) Sign(_ context.Context, csr *x509.CertificateRequest, names []string) ([]*x509.Certificate, error) {
+func (s *caSigner) Sign(_ context.Context, csr *x509.CertificateRequest, names []string, serial *big.Int) ([]*x509.Certificate, error) {
 	chain := s.ca.IntermediateCertificateChain()
 	key := s.ca.IntermediateKey()
 	if len(chain) == 0 || key == nil {
@@ -37,17 +37,9 @@ func (s *caSigner) Sign(_ context.Context, csr *x509.CertificateRequest, names [
 	}
 	issuer := chain[0]
 
-	// 128 random bits: unpredictable serials, as the CA/B Forum asks for
-	// at least 64.
-	serialBytes := make([]byte, 16)
-	if _, err := rand.Read(serialBytes); err != nil {
-		return nil, err
+	if serial == nil || serial.Sign() <= 0 {
+		return nil, errors.New("a certificate serial must be positive")
 	}
-	serial := new(big.Int).SetBytes(serialBytes)
-	if serial.Sign() == 0 {
-		serial.SetInt64(1)
-	}
-
 	now := time.Now()
 	notBefore := now.Add(-backdate)
 	notAfter := now.Add(s.lifetime)
