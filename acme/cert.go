@@ -337,12 +337,8 @@ func (s *Server) mayRevoke(ctx context.Context, req *signedRequest, rec *storage
 	}
 	now := s.Now()
 	for _, name := range rec.Identifiers() {
-		id, err := s.store.ReusableAuthorizationID(ctx, req.Account.ID, identKey(name))
-		if err != nil {
-			return Unauthorized("account %s neither ordered this certificate nor holds a valid authorization for %s", s.accountURL(ctx, req.Account.ID), name.Value)
-		}
-		a, err := s.store.Authorization(ctx, id)
-		if err != nil || authzStatus(a, now) != storage.StatusValid {
+		a, _, err := s.latestAuthorization(ctx, req.Account.ID, name)
+		if err != nil || a == nil || authzStatus(a, now) != storage.StatusValid {
 			return Unauthorized("account %s neither ordered this certificate nor holds a valid authorization for %s", s.accountURL(ctx, req.Account.ID), name.Value)
 		}
 	}

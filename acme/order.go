@@ -2,6 +2,8 @@ package acme
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"net/http"
@@ -56,15 +58,18 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 		Expires:     now.Add(s.OrderLifetime),
 		CreatedAt:   now,
 	}
+	// One newOrder per account at a time in this process, so two orders
+	// for the same name do not both create its authorization.
+	defer s.Shared.lock("new-order:" + req.Account.ID)()
 	authzs := make([]*storage.Authorization, len(idents))
 	var fresh []*storage.Authorization
 	for i, id := range idents {
-		a, p := s.reusableAuthorization(ctx, req.Account, id, now)
+		a, derivedFree, p := s.reusableAuthorization(ctx, req.Account, id, now)
 		if p != nil {
 			return p
 		}
 		if a == nil {
-			if a, p = s.newAuthorization(req.Account, id, now); p != nil {
+			if a, p = s.newAuthorization(req.Account, id, now, derivedFree); p != nil {
 				return p
 			}
 			fresh = append(fresh, a)
@@ -135,32 +140,61 @@ func (s *Server) limit(ctx context.Context, txns []ratelimit.Transaction, spend 
 	return p
 }
 
-// reusableAuthorization returns the account's authorization for an
-// identifier while it stays pending or valid for at least reuseMargin, or
-// nil.
-func (s *Server) reusableAuthorization(ctx context.Context, acct *storage.Account, id storage.Identifier, now time.Time) (*storage.Authorization, *Problem) {
-	authzID, err := s.store.ReusableAuthorizationID(ctx, acct.ID, identKey(id))
+// derivedAuthzID is the ID an account's first authorization for an
+// identifier takes. Being known from the account and the identifier, it
+// needs no index entry: only later authorizations for the same identifier
+// (after the first failed or expired) get a random ID and an index entry.
+func derivedAuthzID(accountID string, id storage.Identifier) string {
+	sum := sha256.Sum256([]byte(accountID + "\x00" + identKey(id)))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+// latestAuthorization finds the account's latest authorization for an
+// identifier: the one the index names, else the one at the derived ID.
+// derivedFree says that no authorization has taken the derived ID yet.
+func (s *Server) latestAuthorization(ctx context.Context, accountID string, id storage.Identifier) (latest *storage.Authorization, derivedFree bool, err error) {
+	authzID, err := s.store.ReusableAuthorizationID(ctx, accountID, identKey(id))
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		s.logger.Error("looking up reusable authorization", errField(err))
-		return nil, Internal("could not look up authorizations")
+		authzID = derivedAuthzID(accountID, id)
+	} else if err != nil {
+		return nil, false, err
 	}
 	a, err := s.store.Authorization(ctx, authzID)
-	if err == nil && a.Expires.After(now.Add(reuseMargin)) &&
-		(a.Status == storage.StatusValid || (a.Status == storage.StatusPending && !hasProcessing(a))) {
-		return a, nil
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, authzID == derivedAuthzID(accountID, id), nil
 	}
-	return nil, nil
+	if err != nil {
+		return nil, false, err
+	}
+	return a, false, nil
+}
+
+// reusableAuthorization returns the account's authorization for an
+// identifier while it stays pending or valid for at least reuseMargin, or
+// nil, and whether a new one may take the derived ID.
+func (s *Server) reusableAuthorization(ctx context.Context, acct *storage.Account, id storage.Identifier, now time.Time) (*storage.Authorization, bool, *Problem) {
+	a, derivedFree, err := s.latestAuthorization(ctx, acct.ID, id)
+	if err != nil {
+		s.logger.Error("looking up reusable authorization", errField(err))
+		return nil, false, Internal("could not look up authorizations")
+	}
+	if a != nil && a.Expires.After(now.Add(reuseMargin)) &&
+		(a.Status == storage.StatusValid || (a.Status == storage.StatusPending && !hasProcessing(a))) {
+		return a, false, nil
+	}
+	return nil, derivedFree, nil
 }
 
 // newAuthorization builds (but does not store) a pending authorization with
 // one challenge per offered type.
-func (s *Server) newAuthorization(acct *storage.Account, id storage.Identifier, now time.Time) (*storage.Authorization, *Problem) {
+func (s *Server) newAuthorization(acct *storage.Account, id storage.Identifier, now time.Time, derived bool) (*storage.Authorization, *Problem) {
 	wildcard := id.Type == "dns" && strings.HasPrefix(id.Value, "*.")
+	authzID := newID()
+	if derived {
+		authzID = derivedAuthzID(acct.ID, id)
+	}
 	a := &storage.Authorization{
-		ID:         newID(),
+		ID:         authzID,
 		AccountID:  acct.ID,
 		Identifier: storage.Identifier{Type: id.Type, Value: strings.TrimPrefix(id.Value, "*.")},
 		Wildcard:   wildcard,
@@ -225,6 +259,9 @@ func (s *Server) storeNewAuthorizations(ctx context.Context, acct *storage.Accou
 		id := storage.Identifier{Type: a.Identifier.Type, Value: a.Identifier.Value}
 		if a.Wildcard {
 			id.Value = "*." + id.Value
+		}
+		if a.ID == derivedAuthzID(acct.ID, id) {
+			continue // found without an index
 		}
 		if err := s.store.PutReusableAuthorizationID(ctx, acct.ID, identKey(id), a.ID); err != nil {
 			s.logger.Warn("indexing authorization", errField(err))
