@@ -181,7 +181,7 @@ func (e *Engine) bucket(t Transaction, l LimitConfig) Bucket {
 }
 
 func (e *Engine) deny(t Transaction, l LimitConfig, retry time.Time) *Denial {
-	d := &Denial{Limit: t.Limit, Key: t.Key, Count: l.Count, Window: time.Duration(l.Window), RetryAfter: retry}
+	d := &Denial{Limit: t.Limit, Key: t.Key, Label: t.Label, Count: l.Count, Window: time.Duration(l.Window), RetryAfter: retry}
 	e.logger.Info("rate limit refused a request",
 		zap.String("limit", t.Limit), zap.String("key", t.Key), zap.String("account", t.Account),
 		zap.Int("count", l.Count), zap.Duration("window", time.Duration(l.Window)), zap.Time("retry_after", retry))

@@ -40,7 +40,7 @@ func CertificateTransactions(account string, names []string) []Transaction {
 		}
 	}
 	sort.Slice(txns, func(i, j int) bool { return txns[i].Key < txns[j].Key })
-	dup := Transaction{Limit: DuplicateCertificates, Key: NameSetKey(names), Account: account}
+	dup := Transaction{Limit: DuplicateCertificates, Key: NameSetKey(names), Account: account, Label: nameSetLabel(names)}
 	if len(txns) > 0 {
 		host := txns[0]
 		dup.StoredWith = &Transaction{Limit: host.Limit, Key: host.Key}
@@ -50,6 +50,15 @@ func CertificateTransactions(account string, names []string) []Transaction {
 
 // NameSetKey identifies a set of names, case and order ignored.
 func NameSetKey(names []string) string {
+	sum := sha256.Sum256([]byte(strings.Join(nameSet(names), ",")))
+	return hex.EncodeToString(sum[:16])
+}
+
+// nameSetLabel lists a set of names for people.
+func nameSetLabel(names []string) string { return strings.Join(nameSet(names), ", ") }
+
+// nameSet is names lower-cased, sorted and once each.
+func nameSet(names []string) []string {
 	set := make([]string, 0, len(names))
 	seen := map[string]bool{}
 	for _, n := range names {
@@ -60,8 +69,7 @@ func NameSetKey(names []string) string {
 		}
 	}
 	sort.Strings(set)
-	sum := sha256.Sum256([]byte(strings.Join(set, ",")))
-	return hex.EncodeToString(sum[:16])
+	return set
 }
 
 // FailedValidationKey is the bucket of failed validations for one account

@@ -47,6 +47,10 @@ type Transaction struct {
 
 	// For logs only: who asked.
 	Account string
+
+	// What a person reads for Key when it is not readable itself (the
+	// names behind a duplicate-certificate hash).
+	Label string
 }
 
 func (t Transaction) cost() int {
@@ -60,6 +64,7 @@ func (t Transaction) cost() int {
 type Denial struct {
 	Limit      string
 	Key        string
+	Label      string // shown instead of Key when set
 	Count      int
 	Window     time.Duration // zero for pending authorizations
 	RetryAfter time.Time
@@ -75,8 +80,12 @@ func (d *Denial) Detail() string {
 		return fmt.Sprintf("too many pending authorizations: limit %s for account %s is %d; one frees up when an authorization is validated, deactivated or expires (at the latest %s)",
 			d.Limit, d.Key, d.Count, retry)
 	}
+	key := d.Key
+	if d.Label != "" {
+		key = d.Label
+	}
 	return fmt.Sprintf("too many requests: limit %s for %q is %d per %s; retry after %s",
-		d.Limit, d.Key, d.Count, formatWindow(d.Window), retry)
+		d.Limit, key, d.Count, formatWindow(d.Window), retry)
 }
 
 func formatWindow(w time.Duration) string {
