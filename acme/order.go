@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/acmeca/caddy-acmeca/ratelimit"
@@ -76,18 +77,14 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 		}
 		authzs[i] = a
 	}
-	if p := s.storeNewAuthorizations(ctx, req.Account, fresh); p != nil {
-		return p
-	}
 	for _, a := range authzs {
 		order.AuthzIDs = append(order.AuthzIDs, a.ID)
 		if a.Expires.Before(order.Expires) {
 			order.Expires = a.Expires
 		}
 	}
-	if err := s.store.PutOrder(ctx, order); err != nil {
-		s.logger.Error("storing order", errField(err))
-		return Internal("could not store the order")
+	if p := s.storeOrder(ctx, req.Account, order, fresh); p != nil {
+		return p
 	}
 	obj, p := s.orderObject(ctx, order)
 	if p != nil {
@@ -236,36 +233,50 @@ func (s *Server) pendingTransaction(ctx context.Context, accountID string, authz
 	return t
 }
 
-// storeNewAuthorizations spends the pending-authorization limit for fresh
-// authorizations and stores them, or stores none and spends nothing.
-func (s *Server) storeNewAuthorizations(ctx context.Context, acct *storage.Account, fresh []*storage.Authorization) *Problem {
-	if len(fresh) == 0 {
-		return nil
-	}
-	txn := s.pendingTransaction(ctx, acct.ID, fresh...)
-	if p := s.limit(ctx, []ratelimit.Transaction{txn}, true); p != nil {
-		return p
-	}
-	for _, a := range fresh {
-		if err := s.store.PutAuthorization(ctx, a); err != nil {
-			s.logger.Error("storing authorization", errField(err))
-			if err := s.Limiter.Refund(ctx, []ratelimit.Transaction{txn}); err != nil {
-				s.logger.Error("refunding pending authorizations", errField(err))
-			}
-			return Internal("could not store the authorization")
+// storeOrder spends the pending-authorization limit for the fresh
+// authorizations, then stores them, their index entries and the order all
+// at once: each synced write waits on the disk, and they do not depend on
+// one another. It stores nothing that counts and spends nothing when it
+// fails; an order left behind without its authorization reads as invalid.
+func (s *Server) storeOrder(ctx context.Context, acct *storage.Account, order *storage.Order, fresh []*storage.Authorization) *Problem {
+	var txn ratelimit.Transaction
+	if len(fresh) > 0 {
+		txn = s.pendingTransaction(ctx, acct.ID, fresh...)
+		if p := s.limit(ctx, []ratelimit.Transaction{txn}, true); p != nil {
+			return p
 		}
 	}
+	writes := []func() error{func() error { return s.store.PutOrder(ctx, order) }}
 	for _, a := range fresh {
+		writes = append(writes, func() error { return s.store.PutAuthorization(ctx, a) })
 		id := storage.Identifier{Type: a.Identifier.Type, Value: a.Identifier.Value}
 		if a.Wildcard {
 			id.Value = "*." + id.Value
 		}
-		if a.ID == derivedAuthzID(acct.ID, id) {
-			continue // found without an index
+		if a.ID != derivedAuthzID(acct.ID, id) { // else found without an index
+			writes = append(writes, func() error {
+				return s.store.PutReusableAuthorizationID(ctx, acct.ID, identKey(id), a.ID)
+			})
 		}
-		if err := s.store.PutReusableAuthorizationID(ctx, acct.ID, identKey(id), a.ID); err != nil {
-			s.logger.Warn("indexing authorization", errField(err))
+	}
+	errs := make([]error, len(writes))
+	var wg sync.WaitGroup
+	for i, write := range writes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = write()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		s.logger.Error("storing order", errField(err))
+		if len(fresh) > 0 {
+			if err := s.Limiter.Refund(ctx, []ratelimit.Transaction{txn}); err != nil {
+				s.logger.Error("refunding pending authorizations", errField(err))
+			}
 		}
+		return Internal("could not store the order")
 	}
 	return nil
 }
@@ -322,6 +333,11 @@ func (s *Server) orderState(ctx context.Context, o *storage.Order) (string, *Pro
 	} else {
 		for _, id := range o.AuthzIDs {
 			a, err := s.store.Authorization(ctx, id)
+			if errors.Is(err, storage.ErrNotFound) {
+				// Its write failed when the order was created.
+				failed = Internal("an authorization of this order was lost; place a new order")
+				break
+			}
 			if err != nil {
 				s.logger.Error("loading authorization", errField(err))
 				return "", nil, Internal("could not load the order's authorizations")

@@ -247,8 +247,12 @@ func TestOrderStateMissingAuthorization(t *testing.T) {
 	clock := newFakeClock(testEpoch)
 	s := newTestServer(t, clock)
 	o := &storage.Order{ID: "o", Status: storage.StatusPending, AuthzIDs: []string{"gone"}, Expires: testEpoch.Add(time.Hour)}
-	_, _, p := s.orderState(context.Background(), o)
-	wantProblem(t, p, ErrServerInternal)
+	// An order whose authorization write failed is invalid, and says why.
+	status, orderErr, p := s.orderState(context.Background(), o)
+	if p != nil || status != storage.StatusInvalid {
+		t.Fatalf("status %q (%v), want invalid", status, p)
+	}
+	wantProblem(t, orderErr, ErrServerInternal, "lost")
 }
 
 // A challenge left in processing by a stopped process is validated again
