@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -18,9 +19,17 @@ import (
 
 // caSigner signs leaves with a pki app CA's intermediate.
 type caSigner struct {
-	ca       *caddypki.CA
+	ca       issuer // a *caddypki.CA
 	lifetime time.Duration
 }
+
+// issuer is what signing needs of a pki app CA.
+type issuer interface {
+	IntermediateCertificateChain() []*x509.Certificate
+	IntermediateKey() crypto.Signer
+}
+
+var _ issuer = (*caddypki.CA)(nil)
 
 // backdate is how far before now certificates start, so a client whose
 // clock runs a little slow accepts a fresh certificate.

@@ -17,7 +17,7 @@ import (
 
 // newTestStore returns a Store for caID on a fresh file storage, and the
 // storage's folder.
-func newTestStore(t *testing.T, caID string) (*Store, string) {
+func newTestStore(t testing.TB, caID string) (*Store, string) {
 	t.Helper()
 	dir := t.TempDir()
 	return New(&certmagic.FileStorage{Path: dir}, caID), dir
