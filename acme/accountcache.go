@@ -23,7 +23,12 @@ const maxCachedAccounts = 100_000
 type accountCache struct {
 	mu      sync.Mutex
 	entries map[string]cachedAccount
+	puts    int // since the last sweep
 }
+
+// sweepEvery is how many puts pass between sweeps of expired entries, so
+// the cache holds about the accounts of the last TTL, not of all time.
+const sweepEvery = 1024
 
 type cachedAccount struct {
 	acct    *storage.Account
@@ -46,6 +51,14 @@ func (c *accountCache) put(a *storage.Account, key *jose.JSONWebKey, now time.Ti
 	defer c.mu.Unlock()
 	if c.entries == nil || len(c.entries) >= maxCachedAccounts {
 		c.entries = make(map[string]cachedAccount)
+	}
+	if c.puts++; c.puts >= sweepEvery {
+		c.puts = 0
+		for id, e := range c.entries {
+			if now.After(e.expires) {
+				delete(c.entries, id)
+			}
+		}
 	}
 	c.entries[a.ID] = cachedAccount{acct: a, key: key, expires: now.Add(accountCacheTTL)}
 }
