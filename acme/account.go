@@ -310,6 +310,11 @@ func (s *Server) handleKeyChange(w http.ResponseWriter, r *http.Request, req *si
 		s.logger.Error("loading account", errField(err))
 		return Internal("could not load the account")
 	}
+	// Another key change may have won while this one waited for the lock:
+	// the old key must still be the account's.
+	if acct.Thumbprint != oldThumb || acct.Status != storage.StatusValid {
+		return Malformed("the account's key changed (or the account was deactivated) while this key change was processed; oldKey is no longer its key")
+	}
 	keyJSON, err := inner.JWK.MarshalJSON()
 	if err != nil {
 		return NewProblem(ErrBadPublicKey, "cannot encode the new key: %v", err)

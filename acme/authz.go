@@ -3,9 +3,7 @@ package acme
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -327,19 +325,10 @@ func (s *Server) job(ctx context.Context, a *storage.Authorization, typ string) 
 	}
 }
 
-// caaIdentities are the issuer domain names CAA records must name: the
-// configured ones, or the host name clients reach this CA at.
-func (s *Server) caaIdentities(ctx context.Context) []string {
-	if len(s.CAAIdentities) > 0 {
-		return s.CAAIdentities
-	}
-	host := strings.TrimPrefix(strings.TrimPrefix(s.baseURL(ctx), "https://"), "http://")
-	host, _, _ = strings.Cut(host, "/")
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	return []string{host}
-}
+// caaIdentities are the issuer domain names CAA records must name. They
+// come from the configuration only, never from the request: a client
+// choosing the Host header must not choose which CA's CAA records count.
+func (s *Server) caaIdentities(context.Context) []string { return s.CAAIdentities }
 
 // checkCAA applies CAA to a dns authorization proven by method.
 func (s *Server) checkCAA(ctx context.Context, a *storage.Authorization, method, accountURL string, identities []string) error {

@@ -311,12 +311,14 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, req *signe
 		return NewProblem(ErrAlreadyRevoked, "certificate %s was already revoked at %s", serial, rec.RevokedAt.UTC().Format(timeFormat))
 	}
 	rec.RevokedAt, rec.RevocationReason = s.Now(), reason
-	if err := s.store.PutCertificate(ctx, rec); err != nil {
-		s.logger.Error("storing revocation", errField(err))
-		return Internal("could not record the revocation")
-	}
+	// The revocation list entry first: if the certificate record then
+	// fails, a retry finds the certificate unrevoked and writes both.
 	if err := s.store.PutRevocation(ctx, rec); err != nil {
 		s.logger.Error("indexing revocation", errField(err))
+		return Internal("could not record the revocation")
+	}
+	if err := s.store.PutCertificate(ctx, rec); err != nil {
+		s.logger.Error("storing revocation", errField(err))
 		return Internal("could not record the revocation")
 	}
 	s.logger.Info("certificate revoked", zap.String("serial", serial), zap.Int("reason", reason))

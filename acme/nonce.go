@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/acmeca/caddy-acmeca/internal/keylock"
 	"github.com/acmeca/caddy-acmeca/storage"
 )
 
@@ -48,6 +49,8 @@ type Nonces struct {
 	peers   atomic.Bool // another node's heartbeat is fresh
 	stop    chan struct{}
 	stopped sync.Once
+	// markLocks serialise the check-and-set of one nonce's marker.
+	markLocks keylock.Set
 
 	mu    sync.Mutex
 	epoch uint64
@@ -327,6 +330,9 @@ func (n *Nonces) redeemForeign(ctx context.Context, epoch, c uint64, issued time
 func (n *Nonces) mark(ctx context.Context, epoch, c uint64, issued time.Time) error {
 	hour := issued.UTC().Format("2006010215")
 	name := strconv.FormatUint(epoch, 16) + "-" + strconv.FormatUint(c, 16)
+	// Two requests with the same nonce on this node must not both find
+	// the marker missing.
+	defer n.markLocks.Lock(name)()
 	if n.store.ExistsRaw(ctx, "nonce", "used", hour, name) {
 		return errBadNonce
 	}

@@ -50,7 +50,7 @@ type Config struct {
 	PathPrefix     string // e.g. "/acme"
 	TermsOfService string
 	Website        string
-	CAAIdentities  []string // default: the host name clients reach the CA at
+	CAAIdentities  []string // the CA's issuer domain names for CAA (the caddymodule sets a default)
 
 	OrderLifetime        time.Duration // pending orders expire after this
 	PendingAuthzLifetime time.Duration // pending authorizations expire after this
@@ -237,6 +237,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	route, args := s.route(parts)
+	for _, a := range args {
+		if !plainID(a) {
+			route = nil // no record has such an ID, and it must not alias one
+		}
+	}
 	if route == nil {
 		s.writeProblem(w, r, Malformed("no ACME resource at %s", r.URL.Path).WithStatus(http.StatusNotFound))
 		return
@@ -316,6 +321,22 @@ func (s *Server) clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// plainID reports whether a URL segment can be a resource ID: base64url
+// letters, and dots (order IDs). Anything else could name the same storage
+// key as an ID in another spelling, and so slip past its lock.
+func plainID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return s != "." && s != ".."
 }
 
 func methodNotAllowed(r *http.Request, allowed string) *Problem {

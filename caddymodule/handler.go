@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -68,7 +69,9 @@ type Handler struct {
 	Website string `json:"website,omitempty"`
 
 	// Domain names that identify this CA in CAA "issue" records, published
-	// in the directory.
+	// in the directory. Default: this machine's host name. Set it to the
+	// names the CA is known by; it is never taken from requests, since a
+	// client chooses its Host header.
 	CAAIdentities []string `json:"caa_identities,omitempty"`
 
 	// The challenge types offered, keyed by type, each a module in the
@@ -148,6 +151,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		validators[typ] = v
 	}
 
+	if len(h.CAAIdentities) == 0 {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			return fmt.Errorf("acme_ca: caa_identities is not set and the host name cannot be read (%v); set caa_identities", err)
+		}
+		h.CAAIdentities = []string{strings.ToLower(host)}
+	}
 	if h.Policy == nil {
 		h.Policy = &validate.Policy{}
 	}

@@ -644,13 +644,13 @@ func TestProtocolNewOrder(t *testing.T) {
 	})
 
 	t.Run("wildcard", func(t *testing.T) {
-		_, o := c.newOrder(t, a, "*.example.test")
+		_, o := c.newOrder(t, a, "*.wild.example.test")
 		if len(o.Authorizations) != 1 {
 			t.Fatalf("%d authorizations, want 1", len(o.Authorizations))
 		}
 		z := c.getAuthz(t, a, o.Authorizations[0])
-		if !z.Wildcard || z.Identifier != (acmeIdentifier{Type: "dns", Value: "example.test"}) {
-			t.Errorf("authorization wildcard=%v identifier=%+v, want wildcard for dns example.test", z.Wildcard, z.Identifier)
+		if !z.Wildcard || z.Identifier != (acmeIdentifier{Type: "dns", Value: "wild.example.test"}) {
+			t.Errorf("authorization wildcard=%v identifier=%+v, want wildcard for dns wild.example.test", z.Wildcard, z.Identifier)
 		}
 		if len(z.Challenges) != 1 || z.Challenges[0].Type != "dns-01" {
 			t.Errorf("challenges %+v, want dns-01 only", z.Challenges)

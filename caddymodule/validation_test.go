@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -303,21 +304,34 @@ func TestCAAAuthorizationError(t *testing.T) {
 // TestCAADefaultIdentity: without caa_identities, the CA's identity is the
 // host name clients reach it at.
 func TestCAADefaultIdentity(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host = strings.ToLower(host)
 	ca := startCA(t, "")
 	client, _ := ca.legoClientFor(t, "http-01")
-	ca.DNS.SetCAA("host.caa.test", 0, "issue", "localhost")
+	ca.DNS.SetCAA("host.caa.test", 0, "issue", host)
 	ca.DNS.SetCAA("named.caa.test", 0, "issue", "ca.example.test")
 
 	res, err := legoObtain(client, "host.caa.test")
 	if err != nil {
-		t.Fatalf("obtain with issue naming the CA host: %v", err)
+		t.Fatalf("obtain with issue naming the machine's host name: %v", err)
 	}
 	verifyLeaf(t, ca, res.Certificate, []string{"host.caa.test"})
 
 	_, err = legoObtain(client, "named.caa.test")
 	pd := assertProblem(t, err, acmeErrPrefix+"caa")
-	if !strings.Contains(pd.Detail, "localhost") {
-		t.Errorf("caa detail %q does not name the CA's identity", pd.Detail)
+	if !strings.Contains(pd.Detail, host) {
+		t.Errorf("caa detail %q does not name the CA's identity %s", pd.Detail, host)
+	}
+
+	// The Host a client sends (here "localhost") is not an identity: a
+	// client must not pick which CA's CAA records count.
+	if host != "localhost" {
+		ca.DNS.SetCAA("forged.caa.test", 0, "issue", "localhost")
+		_, err = legoObtain(client, "forged.caa.test")
+		assertProblem(t, err, acmeErrPrefix+"caa")
 	}
 }
 

@@ -60,7 +60,12 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	}
 
 	var v6, v4 net.IP
+	var refused []string
 	for _, ip := range ips {
+		if why := unreachable(ip); why != "" {
+			refused = append(refused, ip.String()+" ("+why+")")
+			continue
+		}
 		switch {
 		case ip.To4() == nil && v6 == nil:
 			v6 = ip
@@ -90,12 +95,31 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 	}
 	if len(errs) == 0 {
+		if len(refused) > 0 {
+			return nil, fmt.Errorf("refusing to connect to %s", strings.Join(refused, ", "))
+		}
 		return nil, errors.New("no usable address")
 	}
 	// Both errors matter when the fallback also failed: the subscriber
 	// may need to fix the AAAA record, the A record, or both. One line,
 	// because it ends up in a problem detail.
 	return nil, errors.New(strings.Join(errs, "; "))
+}
+
+// unreachable says why validation never connects to an address: link-local
+// addresses (cloud metadata services live there), unspecified and
+// multicast ones. Loopback and private ranges stay reachable, since a
+// private CA validates hosts on private networks.
+func unreachable(ip net.IP) string {
+	switch {
+	case ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast():
+		return "link-local"
+	case ip.IsUnspecified():
+		return "unspecified"
+	case ip.IsMulticast():
+		return "multicast"
+	}
+	return ""
 }
 
 // tcpNetwork pins the network family to the address so a "tcp4" request

@@ -110,6 +110,7 @@ func (h *HTTP01) Validate(ctx context.Context, chall Challenge) error {
 	f := &httpFetch{
 		port:    port,
 		isIP:    chall.Identifier.Type == "ip",
+		ip:      net.ParseIP(chall.Identifier.Value),
 		dialer:  &dialer{resolver: resolverFor(chall), allowIP: chall.Identifier.Type == "ip"},
 		current: "http://" + hostPort(host, port, DefaultHTTPPort) + "/.well-known/acme-challenge/" + chall.Token,
 	}
@@ -126,6 +127,7 @@ func (h *HTTP01) Validate(ctx context.Context, chall Challenge) error {
 type httpFetch struct {
 	port   int
 	isIP   bool
+	ip     net.IP // the identifier, for ip identifiers
 	dialer *dialer
 
 	mu      sync.Mutex
@@ -247,6 +249,9 @@ func (f *httpFetch) checkRedirect(req *http.Request, via []*http.Request) error 
 	if ip := net.ParseIP(host); ip != nil {
 		if !f.isIP {
 			return refuse("redirects to IP addresses are not allowed for DNS identifiers")
+		}
+		if !ip.Equal(f.ip) {
+			return refuse("an IP identifier may only redirect to its own address %s, not %s", f.ip, ip)
 		}
 		req.Host = hostPort(ip.String(), DefaultHTTPPort, DefaultHTTPPort)
 	} else {

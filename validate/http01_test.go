@@ -309,3 +309,29 @@ func TestHTTP01BadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTP01RefusesUnreachableAddresses: validation never connects to
+// link-local (cloud metadata), unspecified or multicast addresses, even when
+// a subscriber's name points there; an IP identifier may redirect only to
+// its own address.
+func TestHTTP01RefusesUnreachableAddresses(t *testing.T) {
+	srv, r := newDNS(t)
+	srv.SetA("meta.test", "169.254.169.254")
+	srv.SetA("zero.test", "0.0.0.0")
+	for _, name := range []string{"meta.test", "zero.test"} {
+		t.Run(name, func(t *testing.T) {
+			err := (&HTTP01{Port: freePort(t)}).Validate(context.Background(), dnsChallenge("http-01", name, r))
+			wantProblem(t, err, ProblemConnection, "refusing to connect")
+		})
+	}
+	t.Run("ip identifier redirecting to another address", func(t *testing.T) {
+		var port int
+		port = startHTTP(t, func(w http.ResponseWriter, req *http.Request) {
+			http.Redirect(w, req, fmt.Sprintf("http://127.0.0.2:%d/x", port), http.StatusFound)
+		})
+		chall := dnsChallenge("http-01", "example.test", r)
+		chall.Identifier = Identifier{Type: "ip", Value: "127.0.0.1"}
+		err := (&HTTP01{Port: port}).Validate(context.Background(), chall)
+		wantProblem(t, err, ProblemConnection, "its own address")
+	})
+}

@@ -149,6 +149,11 @@ func (p *Policy) checkName(name string) *Problem {
 		if matchDomain(pat, name) {
 			return Problemf(ProblemRejected, "%s is denied by this CA's policy (%s)", name, pat)
 		}
+		// A wildcard certificate would cover a denied name directly
+		// below it.
+		if wildcard && !strings.HasPrefix(pat, "*.") && parentDomain(strings.ToLower(pat)) == base {
+			return Problemf(ProblemRejected, "%s would cover %s, which this CA's policy denies", name, pat)
+		}
 	}
 	if len(p.AllowDomains) > 0 {
 		for _, pat := range p.AllowDomains {
