@@ -516,6 +516,7 @@ func BenchmarkNonceRedeemForeign(b *testing.B) {
 	ctx := context.Background()
 	store := newTestStore(b)
 	a, other := newTestNonces(b, store, "a"), newTestNonces(b, store, "b")
+	settle(ctx, a, other)
 	nonces := make([]string, b.N)
 	for i := range nonces {
 		nonces[i] = a.New()
