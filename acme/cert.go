@@ -34,6 +34,21 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 		return p
 	}
 	defer s.Shared.lock("order:" + args[0])()
+	// With other nodes sharing the storage, finalizes of one order on two
+	// nodes must not both sign (they would make two certificates with the
+	// one serial the order determines): take the order's storage lock.
+	// Alone, the in-process lock above is enough and costs no lock file.
+	if !s.nonces.Alone() {
+		if err := s.store.Lock(ctx, "finalize-"+args[0]); err != nil {
+			s.logger.Error("locking order for finalize", errField(err))
+			return Internal("could not lock the order; retry")
+		}
+		defer func() {
+			if err := s.store.Unlock(context.Background(), "finalize-"+args[0]); err != nil {
+				s.logger.Warn("unlocking order", errField(err))
+			}
+		}()
+	}
 	o, p := s.loadOwnOrder(ctx, req, args[0])
 	if p != nil {
 		return p
