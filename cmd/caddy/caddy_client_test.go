@@ -13,11 +13,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 )
 
@@ -38,29 +36,15 @@ type clientCaddyfileParams struct {
 	Challenge string // the one challenge type left on: http-01 or tls-alpn-01
 }
 
-// caddyClient is the running second Caddy.
-type caddyClient struct {
-	logPath string
-	exited  chan struct{}
-	waitErr error
-}
-
 // startCaddyClient runs the second Caddy for site and stops it when t
 // ends. Its http_port and https_port are the ports the CA validates
 // http-01 and tls-alpn-01 on: Caddy answers http-01 on its http_port and
 // tls-alpn-01 on its https_port, as it would on 80 and 443 with a public
 // CA. The CA resolves site through the test DNS, which answers 127.0.0.1.
-func startCaddyClient(t *testing.T, ca *testCA, site, challenge string) *caddyClient {
+func startCaddyClient(t *testing.T, ca *testCA, site, challenge string) *caddyProcess {
 	t.Helper()
-	bin := caddyBinary(t)
 	dir := t.TempDir()
-
-	tmpl, err := template.ParseFiles(filepath.Join("testdata", "client.Caddyfile.tmpl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg bytes.Buffer
-	if err := tmpl.Execute(&cfg, clientCaddyfileParams{
+	cfg := writeCaddyfile(t, dir, "client.Caddyfile.tmpl", clientCaddyfileParams{
 		Storage:   filepath.Join(dir, "storage"),
 		HTTPPort:  ca.ValidationPort,
 		HTTPSPort: ca.TLSALPNPort,
@@ -68,48 +52,13 @@ func startCaddyClient(t *testing.T, ca *testCA, site, challenge string) *caddyCl
 		Directory: ca.DirectoryURL,
 		Root:      ca.RootPath,
 		Challenge: challenge,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	c := &caddyClient{logPath: filepath.Join(dir, "caddy.log"), exited: make(chan struct{})}
-	logFile, err := os.Create(c.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
-		"HOME="+mkdir(t, dir, "home"),
-		"XDG_DATA_HOME="+mkdir(t, dir, "xdg-data"),
-		"XDG_CONFIG_HOME="+mkdir(t, dir, "xdg-config"),
-	)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		t.Fatalf("starting the client caddy: %v", err)
-	}
-	go func() {
-		c.waitErr = cmd.Wait()
-		logFile.Close()
-		close(c.exited)
-	}()
+	})
 	// The client stops when its test ends, long before the CA does, so the
 	// next client can take the same ports.
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-c.exited
-		if t.Failed() {
-			t.Logf("client Caddy's Caddyfile:\n%s\n--- client Caddy's log (%s):\n%s",
-				cfg.String(), c.logPath, tailFile(c.logPath, 0, 64<<10))
-		}
+	return startCaddy(t, "the client caddy", dir, func(p *caddyProcess) {
+		t.Logf("client Caddy's Caddyfile:\n%s\n--- client Caddy's log (%s):\n%s",
+			cfg, p.logPath, tailFile(p.logPath, 0, 64<<10))
 	})
-	return c
 }
 
 // testCaddyClient starts the second Caddy with only one challenge type

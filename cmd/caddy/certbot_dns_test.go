@@ -11,7 +11,7 @@ import "testing"
 // CERTBOT_VALIDATION, presents both records at the one TXT name, and only
 // then asks the CA to validate.
 func testCertbotManualDNS(t *testing.T, ca *testCA, dns *dnsControl) {
-	cb := newCertbot(t, requireCertbot(t), ca)
+	cb := newCertbot(t, requireClient(t, "certbot"), ca)
 	dns.logOnFailure(t)
 	t.Setenv(dnsHookEnv, dns.url) // certbot passes its environment on to the hooks
 	cb.mustRun(t, "certonly", "--server", ca.DirectoryURL,

@@ -10,19 +10,15 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/acmeca/caddy-acmeca/internal/testdns"
 )
 
 // rfc3339Re finds an RFC 3339 time such as the one a refusal names.
 var rfc3339Re = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
 
 func TestCertbotRateLimitDuplicate(t *testing.T) {
-	path := requireCertbot(t)
-	dns := testdns.Start(t)
-	dns.SetDefaultA("127.0.0.1")
-	ca := startCANode(t, "ratelimit.Caddyfile.tmpl", filepath.Join(t.TempDir(), "storage"), dns, freePorts(t, 1)[0],
-		"rate_limits {\n\t\t\tduplicate_certificates 1 1h\n\t\t}")
+	path := requireClient(t, "certbot")
+	ca := startCA(t, withCaddyfile("ratelimit.Caddyfile.tmpl"),
+		withRateLimits("rate_limits {\n\t\t\tduplicate_certificates 1 1h\n\t\t}"))
 	cb := newCertbot(t, path, ca)
 	names := []string{"dup.example.test", "www.dup.example.test"}
 	certonly := []string{"certonly", "--server", ca.DirectoryURL,

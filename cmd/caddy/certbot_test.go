@@ -6,7 +6,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -19,27 +18,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
-
-// certbotTimeout bounds one certbot command. A healthy run takes seconds;
-// the bound only keeps a hung CA from hanging the whole test binary.
-const certbotTimeout = 2 * time.Minute
-
-// requireCertbot returns certbot's path, skipping the test on a developer
-// machine without it. CI installs certbot (.ci/run), so there a missing
-// binary is a broken setup and fails instead of silently skipping.
-func requireCertbot(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("certbot")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("certbot not found in PATH but CI is set: .ci/run must install it (apt-get install certbot): %v", err)
-		}
-		t.Skipf("certbot not installed (apt-get install certbot): %v", err)
-	}
-	return path
-}
 
 // certbot runs the certbot binary with its own config, work and logs dirs,
 // so nothing touches /etc/letsencrypt and the runs of different subtests do
@@ -68,25 +47,13 @@ func newCertbot(t *testing.T, path string, ca *testCA) *certbot {
 // tells users of a private CA to do.
 func (c *certbot) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), certbotTimeout)
-	defer cancel()
 	full := append([]string{
 		"--config-dir", c.configDir,
 		"--work-dir", c.workDir,
 		"--logs-dir", c.logDir,
 		"--non-interactive",
 	}, args...)
-	cmd := exec.CommandContext(ctx, c.path, full...)
-	cmd.Env = append(os.Environ(), "REQUESTS_CA_BUNDLE="+c.ca.RootPath)
-	cmd.WaitDelay = 5 * time.Second
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("timed out after %s: %w", certbotTimeout, err)
-	}
-	return out.String(), err
+	return runClient(c.path, []string{"REQUESTS_CA_BUNDLE=" + c.ca.RootPath}, full...)
 }
 
 // mustRun runs a certbot command that must succeed. On failure it prints
@@ -136,17 +103,7 @@ func (c *certbot) lineage(t *testing.T, name string, wantNames ...string) *x509.
 	}
 	leaf := certs[0]
 
-	got := slices.Clone(leaf.DNSNames)
-	want := slices.Clone(wantNames)
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("leaf DNSNames = %q, want exactly %q", leaf.DNSNames, wantNames)
-	}
-	if len(leaf.IPAddresses)+len(leaf.EmailAddresses)+len(leaf.URIs) != 0 {
-		t.Errorf("leaf has SANs beyond the requested names: IPs %v, emails %v, URIs %v",
-			leaf.IPAddresses, leaf.EmailAddresses, leaf.URIs)
-	}
+	checkLeafNames(t, leaf, wantNames)
 
 	// The root must come from the trust store, never from the chain: a
 	// chain that carries the root is wasted bytes at best and, if clients
@@ -164,24 +121,7 @@ func (c *certbot) lineage(t *testing.T, name string, wantNames ...string) *x509.
 		t.Errorf("fullchain.pem (%d certs) is not cert.pem followed by chain.pem (%d certs)", len(full), len(wantFull))
 	}
 
-	inter := x509.NewCertPool()
-	for _, ic := range chain {
-		inter.AddCert(ic)
-	}
-	for _, n := range wantNames {
-		chains, err := leaf.Verify(x509.VerifyOptions{
-			DNSName:       n,
-			Intermediates: inter,
-			Roots:         c.ca.Roots,
-			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		})
-		if err != nil {
-			t.Fatalf("leaf for %s does not verify to the CA root: %v", n, err)
-		}
-		if top := chains[0][len(chains[0])-1]; !top.Equal(c.ca.Root) {
-			t.Fatalf("leaf for %s chains to %s, not to the CA root", n, top.Subject)
-		}
-	}
+	c.ca.checkVerifies(t, leaf, chain, wantNames)
 	return leaf
 }
 
@@ -189,7 +129,7 @@ func (c *certbot) lineage(t *testing.T, name string, wantNames ...string) *x509.
 // starting Caddy and its local CA costs a few seconds, and the subtests use
 // separate certbot dirs and names so they do not depend on each other.
 func TestCertbot(t *testing.T) {
-	path := requireCertbot(t)
+	path := requireClient(t, "certbot")
 	ca := startCA(t)
 	t.Logf("certbot at %s; CA directory %s; DNS %s; http-01 port %d", path, ca.DirectoryURL, ca.DNS.Addr(), ca.ValidationPort)
 	if out, err := exec.Command(path, "--version").CombinedOutput(); err == nil {

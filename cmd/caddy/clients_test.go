@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 )
 
@@ -61,17 +60,7 @@ func checkIssued(t *testing.T, ca *testCA, certs []*x509.Certificate, wantNames 
 	}
 	leaf, chain := certs[0], certs[1:]
 
-	got := slices.Clone(leaf.DNSNames)
-	want := slices.Clone(wantNames)
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("leaf DNSNames = %q, want exactly %q", leaf.DNSNames, wantNames)
-	}
-	if len(leaf.IPAddresses)+len(leaf.EmailAddresses)+len(leaf.URIs) != 0 {
-		t.Errorf("leaf has SANs beyond the requested names: IPs %v, emails %v, URIs %v",
-			leaf.IPAddresses, leaf.EmailAddresses, leaf.URIs)
-	}
+	checkLeafNames(t, leaf, wantNames)
 
 	inter := ca.intermediate(t)
 	if !chain[0].Equal(inter) {
@@ -87,23 +76,6 @@ func checkIssued(t *testing.T, ca *testCA, certs []*x509.Certificate, wantNames 
 		}
 	}
 
-	pool := x509.NewCertPool()
-	for _, c := range chain {
-		pool.AddCert(c)
-	}
-	for _, n := range wantNames {
-		chains, err := leaf.Verify(x509.VerifyOptions{
-			DNSName:       n,
-			Intermediates: pool,
-			Roots:         ca.Roots,
-			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		})
-		if err != nil {
-			t.Fatalf("leaf for %s does not verify to the CA root: %v", n, err)
-		}
-		if top := chains[0][len(chains[0])-1]; !top.Equal(ca.Root) {
-			t.Fatalf("leaf for %s chains to %s, not to the CA root", n, top.Subject)
-		}
-	}
+	ca.checkVerifies(t, leaf, chain, wantNames)
 	return leaf
 }

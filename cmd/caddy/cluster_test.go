@@ -19,107 +19,17 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/acmeca/caddy-acmeca/internal/testdns"
 )
-
-// nodeParams fills testdata/ratelimit.Caddyfile.tmpl.
-type nodeParams struct {
-	Storage        string
-	HTTPPort       int
-	HTTPSPort      int
-	ValidationPort int
-	DNS            string
-	RateLimits     string // a rate_limits block, or empty
-}
-
-// startCANode starts one Caddy process serving the CA from the given
-// template, on storage that other nodes may share, and waits until its
-// directory answers. It is stopped when t ends.
-func startCANode(t *testing.T, tmplName, storage string, dns *testdns.Server, validationPort int, rateLimits string) *testCA {
-	t.Helper()
-	bin := caddyBinary(t)
-	dir := t.TempDir()
-	ports := freePorts(t, 2)
-	ca := &testCA{
-		Dir:            dir,
-		DNS:            dns,
-		HTTPSPort:      ports[0],
-		HTTPPort:       ports[1],
-		ValidationPort: validationPort,
-		RootPath:       filepath.Join(storage, "pki", "authorities", "local", "root.crt"),
-		logPath:        filepath.Join(dir, "caddy.log"),
-		caddyExited:    make(chan struct{}),
-	}
-	ca.DirectoryURL = fmt.Sprintf("https://localhost:%d/acme/directory", ca.HTTPSPort)
-
-	tmpl, err := template.ParseFiles(filepath.Join("testdata", tmplName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg bytes.Buffer
-	if err := tmpl.Execute(&cfg, nodeParams{
-		Storage:        storage,
-		HTTPPort:       ca.HTTPPort,
-		HTTPSPort:      ca.HTTPSPort,
-		ValidationPort: validationPort,
-		DNS:            dns.Addr(),
-		RateLimits:     rateLimits,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logFile, err := os.Create(ca.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
-		"HOME="+mkdir(t, dir, "home"),
-		"XDG_DATA_HOME="+mkdir(t, dir, "xdg-data"),
-		"XDG_CONFIG_HOME="+mkdir(t, dir, "xdg-config"),
-	)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		t.Fatalf("starting caddy: %v", err)
-	}
-	go func() {
-		ca.caddyWaitErr = cmd.Wait()
-		logFile.Close()
-		close(ca.caddyExited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-ca.caddyExited
-		if t.Failed() {
-			ca.mu.Lock()
-			dumped := ca.logDumped
-			ca.mu.Unlock()
-			if !dumped {
-				t.Logf("Caddy's log (%s):\n%s", ca.logPath, tailFile(ca.logPath, 0, 32<<10))
-			}
-		}
-	})
-	ca.waitReady(t, 60*time.Second)
-	return ca
-}
 
 // clClient is a minimal ACME client for the cluster test: it keeps each
 // response's status and headers, and its requests can be signed ahead and
@@ -506,12 +416,13 @@ func TestClusterRateLimitExact(t *testing.T) {
 
 	// The first node creates the CA's keys in the shared storage and, while
 	// alone, the orders of the first burst.
-	nodes := []*testCA{startCANode(t, "ratelimit.Caddyfile.tmpl", storage, dns, validationPort, limits)}
+	node := []caOption{withCaddyfile("ratelimit.Caddyfile.tmpl"), withRateLimits(limits), inCluster(storage, dns, validationPort)}
+	nodes := []*testCA{startCA(t, node...)}
 	clients := []*clClient{newCLClient(t, nodes[0])}
 	joining := clReadyOrders(t, clients, responder, 2*perNode, "one-cluster.test")
 
 	// The second node joins, as a node joining a cluster does.
-	nodes = append(nodes, startCANode(t, "ratelimit.Caddyfile.tmpl", storage, dns, validationPort, limits))
+	nodes = append(nodes, startCA(t, node...))
 	joined := time.Now()
 	if !nodes[0].Root.Equal(nodes[1].Root) {
 		t.Fatal("the two nodes serve different roots; they do not share the storage")

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -87,15 +88,14 @@ type testCA struct {
 	Root           *x509.Certificate
 	Roots          *x509.CertPool
 
-	logPath string
+	*caddyProcess // set once Caddy has started
 
-	mu           sync.Mutex
-	logDumped    bool // a failure already printed the relevant part of Caddy's log
-	caddyExited  chan struct{}
-	caddyWaitErr error
+	mu        sync.Mutex
+	logDumped bool // a failure already printed the relevant part of Caddy's log
 }
 
-// caddyfileParams fills testdata/certbot.Caddyfile.tmpl.
+// caddyfileParams fills the CA's Caddyfile templates in testdata. Each
+// template uses the fields it needs.
 type caddyfileParams struct {
 	Storage        string
 	HTTPPort       int
@@ -103,6 +103,7 @@ type caddyfileParams struct {
 	ValidationPort int
 	TLSALPNPort    int
 	DNS            string
+	RateLimits     string // a rate_limits block, or empty
 }
 
 // caOption changes how startCA sets up the CA, for tests that need more
@@ -111,7 +112,15 @@ type caOption func(*caSetup)
 
 // caSetup is what the options choose; startCA fills in the defaults.
 type caSetup struct {
-	template string // the Caddyfile template, a file in testdata
+	template     string // the Caddyfile template, a file in testdata
+	rateLimits   string // the template's RateLimits
+	readyTimeout time.Duration
+
+	// What the CA shares with other nodes of a cluster; startCA makes its
+	// own when these are unset.
+	storage        string
+	dns            *testdns.Server
+	validationPort int
 }
 
 // withCaddyfile makes startCA fill testdata/name instead of
@@ -120,97 +129,148 @@ func withCaddyfile(name string) caOption {
 	return func(s *caSetup) { s.template = name }
 }
 
+// withRateLimits hands the template a rate_limits block, for
+// ratelimit.Caddyfile.tmpl.
+func withRateLimits(block string) caOption {
+	return func(s *caSetup) { s.rateLimits = block }
+}
+
+// inCluster makes the CA one node of a cluster: it keeps its state in the
+// shared storage, resolves names through the shared DNS server, and
+// validates http-01 on the port where the test's one responder listens. A
+// node joining the storage of another may wait for that node's storage
+// locks, so it is given longer to answer.
+func inCluster(storage string, dns *testdns.Server, validationPort int) caOption {
+	return func(s *caSetup) {
+		s.storage, s.dns, s.validationPort = storage, dns, validationPort
+		s.readyTimeout = 60 * time.Second
+	}
+}
+
 // startCA starts a DNS server that answers 127.0.0.1 for every name and a
 // Caddy process configured as an ACME CA that uses it, and waits until the
 // ACME directory answers. Both are stopped when t ends.
 func startCA(t *testing.T, opts ...caOption) *testCA {
 	t.Helper()
-	setup := caSetup{template: "certbot.Caddyfile.tmpl"}
+	setup := caSetup{template: "certbot.Caddyfile.tmpl", readyTimeout: 30 * time.Second}
 	for _, o := range opts {
 		o(&setup)
 	}
-	bin := caddyBinary(t)
+	// Built before the ports are picked, so that they stay unbound only
+	// for as long as Caddy takes to start.
+	caddyBinary(t)
 	dir := t.TempDir()
-
-	// Every name resolves to loopback, so the CA's http-01 connection for
-	// any identifier lands on the client's standalone server on 127.0.0.1.
-	dns := testdns.Start(t)
-	dns.SetDefaultA("127.0.0.1")
+	if setup.storage == "" {
+		setup.storage = filepath.Join(dir, "storage")
+	}
+	if setup.dns == nil {
+		// Every name resolves to loopback, so the CA's http-01 connection
+		// for any identifier lands on the client's standalone server on
+		// 127.0.0.1.
+		setup.dns = testdns.Start(t)
+		setup.dns.SetDefaultA("127.0.0.1")
+	}
 
 	ports := freePorts(t, 4)
 	ca := &testCA{
 		Dir:            dir,
-		DNS:            dns,
+		DNS:            setup.dns,
 		HTTPSPort:      ports[0],
 		HTTPPort:       ports[1],
 		ValidationPort: ports[2],
 		TLSALPNPort:    ports[3],
-		RootPath:       filepath.Join(dir, "storage", "pki", "authorities", "local", "root.crt"),
-		logPath:        filepath.Join(dir, "caddy.log"),
-		caddyExited:    make(chan struct{}),
+		RootPath:       filepath.Join(setup.storage, "pki", "authorities", "local", "root.crt"),
+	}
+	if setup.validationPort != 0 {
+		ca.ValidationPort = setup.validationPort
 	}
 	ca.DirectoryURL = fmt.Sprintf("https://localhost:%d/acme/directory", ca.HTTPSPort)
 
-	tmpl, err := template.ParseFiles(filepath.Join("testdata", setup.template))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg bytes.Buffer
-	if err := tmpl.Execute(&cfg, caddyfileParams{
-		Storage:        filepath.Join(dir, "storage"),
+	writeCaddyfile(t, dir, setup.template, caddyfileParams{
+		Storage:        setup.storage,
 		HTTPPort:       ca.HTTPPort,
 		HTTPSPort:      ca.HTTPSPort,
 		ValidationPort: ca.ValidationPort,
 		TLSALPNPort:    ca.TLSALPNPort,
-		DNS:            dns.Addr(),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+		DNS:            ca.DNS.Addr(),
+		RateLimits:     setup.rateLimits,
+	})
+	ca.caddyProcess = startCaddy(t, "caddy", dir, func(p *caddyProcess) {
+		ca.mu.Lock()
+		dumped := ca.logDumped
+		ca.mu.Unlock()
+		if !dumped {
+			t.Logf("Caddy's log (%s):\n%s", p.logPath, tailFile(p.logPath, 0, 64<<10))
+		}
+	})
+	ca.waitReady(t, setup.readyTimeout)
+	return ca
+}
 
-	logFile, err := os.Create(ca.logPath)
+// writeCaddyfile fills testdata/tmplName with params and writes the result
+// to dir/Caddyfile, where startCaddy reads it. It returns the Caddyfile.
+func writeCaddyfile(t *testing.T, dir, tmplName string, params any) string {
+	t.Helper()
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", tmplName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// HOME and the XDG dirs point into the temp dir so Caddy neither reads
-	// nor writes the developer's own config, autosave or data.
-	env := append(os.Environ(),
+	var cfg bytes.Buffer
+	if err := tmpl.Execute(&cfg, params); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Caddyfile"), cfg.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.String()
+}
+
+// caddyProcess is a running `caddy run`.
+type caddyProcess struct {
+	logPath string        // Caddy's stdout and stderr
+	exited  chan struct{} // closed once the process has exited
+	waitErr error         // how it exited; set before exited is closed
+}
+
+// startCaddy runs the Caddy binary on dir/Caddyfile with dir as its working
+// directory, logging to dir/caddy.log. HOME and the XDG dirs point into dir
+// so Caddy neither reads nor writes the developer's own config, autosave or
+// data. The process is killed when t ends; if t failed, onFailure then runs
+// to show what went wrong. name says which Caddy it is in an error.
+func startCaddy(t *testing.T, name, dir string, onFailure func(*caddyProcess)) *caddyProcess {
+	t.Helper()
+	bin := caddyBinary(t)
+	p := &caddyProcess{logPath: filepath.Join(dir, "caddy.log"), exited: make(chan struct{})}
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", filepath.Join(dir, "Caddyfile"), "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
 		"HOME="+mkdir(t, dir, "home"),
 		"XDG_DATA_HOME="+mkdir(t, dir, "xdg-data"),
 		"XDG_CONFIG_HOME="+mkdir(t, dir, "xdg-config"),
 	)
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Dir = dir
-	cmd.Env = env
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		t.Fatalf("starting caddy: %v", err)
+		t.Fatalf("starting %s: %v", name, err)
 	}
 	go func() {
-		ca.caddyWaitErr = cmd.Wait()
+		p.waitErr = cmd.Wait()
 		logFile.Close()
-		close(ca.caddyExited)
+		close(p.exited)
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-ca.caddyExited
+		<-p.exited
 		if t.Failed() {
-			ca.mu.Lock()
-			dumped := ca.logDumped
-			ca.mu.Unlock()
-			if !dumped {
-				t.Logf("Caddy's log (%s):\n%s", ca.logPath, tailFile(ca.logPath, 0, 64<<10))
-			}
+			onFailure(p)
 		}
 	})
-
-	ca.waitReady(t, 30*time.Second)
-	return ca
+	return p
 }
 
 // waitReady polls the ACME directory until it answers 200 with a JSON
@@ -221,8 +281,8 @@ func (ca *testCA) waitReady(t *testing.T, limit time.Duration) {
 	var lastErr error
 	for time.Now().Before(deadline) {
 		select {
-		case <-ca.caddyExited:
-			ca.failWithLog(t, fmt.Sprintf("caddy exited before the ACME directory answered: %v", ca.caddyWaitErr), 0)
+		case <-ca.exited:
+			ca.failWithLog(t, fmt.Sprintf("caddy exited before the ACME directory answered: %v", ca.waitErr), 0)
 		default:
 		}
 		lastErr = ca.tryDirectory()
@@ -348,6 +408,88 @@ func tailFile(path string, offset int64, max int) string {
 		b = append([]byte("...(cut)...\n"), b[len(b)-max:]...)
 	}
 	return string(b)
+}
+
+// clientTimeout bounds one command of an ACME client. A healthy run takes
+// seconds; the bound only keeps a hung CA from hanging the whole test
+// binary.
+const clientTimeout = 2 * time.Minute
+
+// requireClient returns the path of the ACME client command name, skipping
+// the test on a developer machine without it. CI installs the clients
+// (.ci/run), so there a missing binary is a broken setup and fails instead
+// of silently skipping.
+func requireClient(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found in PATH but CI is set: .ci/run must install it (apt-get install %s): %v", name, name, err)
+		}
+		t.Skipf("%s not installed (apt-get install %s): %v", name, name, err)
+	}
+	return path
+}
+
+// runClient runs an ACME client with env added to its environment, within
+// clientTimeout, and returns its combined output.
+func runClient(path string, env []string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("timed out after %s: %w", clientTimeout, err)
+	}
+	return out.String(), err
+}
+
+// checkLeafNames checks that leaf names exactly wantNames, in any order,
+// and carries no other subject alternative name.
+func checkLeafNames(t *testing.T, leaf *x509.Certificate, wantNames []string) {
+	t.Helper()
+	got := slices.Clone(leaf.DNSNames)
+	want := slices.Clone(wantNames)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("leaf DNSNames = %q, want exactly %q", leaf.DNSNames, wantNames)
+	}
+	if len(leaf.IPAddresses)+len(leaf.EmailAddresses)+len(leaf.URIs) != 0 {
+		t.Errorf("leaf has SANs beyond the requested names: IPs %v, emails %v, URIs %v",
+			leaf.IPAddresses, leaf.EmailAddresses, leaf.URIs)
+	}
+}
+
+// checkVerifies checks that leaf verifies as a TLS server certificate for
+// every name in wantNames, with chain as the only intermediates and the
+// CA's root as the only root, and that the chain it builds ends at that
+// root.
+func (ca *testCA) checkVerifies(t *testing.T, leaf *x509.Certificate, chain []*x509.Certificate, wantNames []string) {
+	t.Helper()
+	inter := x509.NewCertPool()
+	for _, c := range chain {
+		inter.AddCert(c)
+	}
+	for _, n := range wantNames {
+		chains, err := leaf.Verify(x509.VerifyOptions{
+			DNSName:       n,
+			Intermediates: inter,
+			Roots:         ca.Roots,
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		})
+		if err != nil {
+			t.Fatalf("leaf for %s does not verify to the CA root: %v", n, err)
+		}
+		if top := chains[0][len(chains[0])-1]; !top.Equal(ca.Root) {
+			t.Fatalf("leaf for %s chains to %s, not to the CA root", n, top.Subject)
+		}
+	}
 }
 
 // parseOneCert parses a PEM file that must hold exactly one certificate.

@@ -6,32 +6,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
-
-// legoTimeout bounds one lego command; a healthy run takes seconds.
-const legoTimeout = 2 * time.Minute
-
-// requireLego returns lego's path, skipping the test on a developer machine
-// without it and failing under CI, which installs it (.ci/run).
-func requireLego(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("lego")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("lego not found in PATH but CI is set: .ci/run must install it (apt-get install lego): %v", err)
-		}
-		t.Skipf("lego not installed (apt-get install lego): %v", err)
-	}
-	return path
-}
 
 // legoCLI runs lego with its own data dir, so runs share no account or
 // certificate and nothing lands in the working directory.
@@ -42,7 +22,7 @@ type legoCLI struct {
 }
 
 func newLego(t *testing.T, ca *testCA) *legoCLI {
-	return &legoCLI{path: requireLego(t), ca: ca, dir: t.TempDir()}
+	return &legoCLI{path: requireClient(t, "lego"), ca: ca, dir: t.TempDir()}
 }
 
 // mustRun runs `lego <global flags> run` and fails t with lego's output and
@@ -58,25 +38,13 @@ func (l *legoCLI) mustRun(t *testing.T, env []string, flags ...string) string {
 	}, flags...)
 	args = append(args, "run")
 
-	ctx, cancel := context.WithTimeout(context.Background(), legoTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, l.path, args...)
-	cmd.Env = append(append(os.Environ(), "LEGO_CA_CERTIFICATES="+l.ca.RootPath), env...)
-	cmd.WaitDelay = 5 * time.Second
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-
 	offset := l.ca.logSize()
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("timed out after %s: %w", legoTimeout, err)
-	}
+	out, err := runClient(l.path, append([]string{"LEGO_CA_CERTIFICATES=" + l.ca.RootPath}, env...), args...)
 	if err != nil {
 		t.Fatalf("lego %s: %v\n--- lego output:\n%s\n--- Caddy's log during the command:\n%s",
-			strings.Join(args, " "), err, out.String(), l.ca.caddyLogSince(offset))
+			strings.Join(args, " "), err, out, l.ca.caddyLogSince(offset))
 	}
-	return out.String()
+	return out
 }
 
 // certificate reads what lego stored for the order whose first domain is
