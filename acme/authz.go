@@ -199,6 +199,7 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *si
 	// sees the final state at once. A slower one is recorded as processing
 	// and finishes in the background (RFC 8555 §7.5.1).
 	j := s.job(ctx, a, typ)
+	j.thumbprint = req.Account.Thumbprint
 	if !s.claimValidation(a.ID) {
 		return s.challengeNow(w, r, req, authzID, typ, respond, find)
 	}
@@ -314,12 +315,18 @@ type validationJob struct {
 	authzID, typ  string
 	accountURL    string
 	caaIdentities []string
+	// What the request already had, so the validation need not load it
+	// again: the authorization (its identifier and tokens do not change)
+	// and the account key's thumbprint (empty: load the account).
+	authz      *storage.Authorization
+	thumbprint string
 }
 
 func (s *Server) job(ctx context.Context, a *storage.Authorization, typ string) validationJob {
 	return validationJob{
 		authzID:       a.ID,
 		typ:           typ,
+		authz:         a,
 		accountURL:    s.accountURL(ctx, a.AccountID),
 		caaIdentities: s.caaIdentities(ctx),
 	}
@@ -349,15 +356,22 @@ func (s *Server) checkCAA(ctx context.Context, a *storage.Authorization, method,
 func (s *Server) validate(ctx context.Context, j validationJob) *storage.Authorization {
 	authzID, typ := j.authzID, j.typ
 	log := s.logger.With(zap.String("authz", authzID), zap.String("challenge", typ))
-	a, err := s.store.Authorization(ctx, authzID)
-	if err != nil {
-		log.Error("loading authorization for validation", errField(err))
-		return nil
+	a := j.authz
+	if a == nil {
+		var err error
+		if a, err = s.store.Authorization(ctx, authzID); err != nil {
+			log.Error("loading authorization for validation", errField(err))
+			return nil
+		}
 	}
-	acct, err := s.store.Account(ctx, a.AccountID)
-	if err != nil {
-		log.Error("loading account for validation", errField(err))
-		return nil
+	thumbprint := j.thumbprint
+	if thumbprint == "" {
+		acct, err := s.store.Account(ctx, a.AccountID)
+		if err != nil {
+			log.Error("loading account for validation", errField(err))
+			return nil
+		}
+		thumbprint = acct.Thumbprint
 	}
 	var token string
 	for _, c := range a.Challenges {
@@ -382,7 +396,7 @@ func (s *Server) validate(ctx context.Context, j validationJob) *storage.Authori
 			Type:             typ,
 			Identifier:       validate.Identifier{Type: a.Identifier.Type, Value: a.Identifier.Value},
 			Token:            token,
-			KeyAuthorization: token + "." + acct.Thumbprint,
+			KeyAuthorization: token + "." + thumbprint,
 			AccountURL:       j.accountURL,
 			Resolver:         s.Resolver,
 		})
@@ -392,7 +406,7 @@ func (s *Server) validate(ctx context.Context, j validationJob) *storage.Authori
 	}
 
 	defer s.Shared.lock("authz:" + authzID)()
-	a, err = s.store.Authorization(ctx, authzID)
+	a, err := s.store.Authorization(ctx, authzID)
 	if err != nil {
 		log.Error("reloading authorization after validation", errField(err))
 		return nil
