@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -76,25 +77,12 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 		names[i] = id.Value
 	}
 
-	// The certificate limits are spent before signing and given back if
-	// no certificate comes of it, so a refusal leaves nothing half-done.
-	limits := ratelimit.CertificateTransactions(o.AccountID, names)
-	if p := s.limit(ctx, limits, true); p != nil {
-		return p
-	}
-	refund := func() {
-		if err := s.Limiter.Refund(ctx, limits); err != nil {
-			s.logger.Error("refunding certificate limits", errField(err))
-		}
-	}
-
 	// Signing takes well under a millisecond and happens within this
 	// request (under the order's lock), so "processing" is never stored:
 	// a process that stops here leaves the order ready, to be finalized
 	// again, never stuck.
 	chain, err := s.Signer.Sign(ctx, csr, names, s.Shared.serialFor(o.ID))
 	if err != nil {
-		refund()
 		s.logger.Error("signing certificate", errField(err), zap.String("order", o.ID))
 		return Internal("could not sign the certificate; finalize may be retried")
 	}
@@ -112,9 +100,31 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 		NotAfter:  leaf.NotAfter,
 		ChainPEM:  pemBuf.String(),
 	}
-	if err := s.store.PutCertificate(ctx, rec); err != nil {
-		refund()
-		s.logger.Error("storing certificate", errField(err))
+
+	// The certificate limits are spent while the certificate is stored:
+	// each waits on a disk sync, and together finalize waits for one. A
+	// refused spend deletes the stored certificate (the order's readers
+	// wait on its lock meanwhile), and a failed write gives the spend
+	// back, so nothing is half-done.
+	limits := ratelimit.CertificateTransactions(o.AccountID, names)
+	var refused *Problem
+	var writeErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); refused = s.limit(ctx, limits, true) }()
+	go func() { defer wg.Done(); writeErr = s.store.PutCertificate(ctx, rec) }()
+	wg.Wait()
+	switch {
+	case refused != nil:
+		if err := s.store.DeleteCertificate(ctx, rec.Serial); err != nil {
+			s.logger.Error("removing a certificate whose limits refused", errField(err), zap.String("serial", rec.Serial))
+		}
+		return refused
+	case writeErr != nil:
+		if err := s.Limiter.Refund(ctx, limits); err != nil {
+			s.logger.Error("refunding certificate limits", errField(err))
+		}
+		s.logger.Error("storing certificate", errField(writeErr))
 		return Internal("could not store the certificate; finalize may be retried")
 	}
 	// The order record is not written: it is valid because a certificate

@@ -233,50 +233,73 @@ func (s *Server) pendingTransaction(ctx context.Context, accountID string, authz
 	return t
 }
 
-// storeOrder spends the pending-authorization limit for the fresh
-// authorizations, then stores them, their index entries and the order all
-// at once: each synced write waits on the disk, and they do not depend on
-// one another. It stores nothing that counts and spends nothing when it
-// fails; an order left behind without its authorization reads as invalid.
+// storeOrder stores an order and its fresh authorizations while it spends
+// the pending-authorization limit for them: the spend and the writes each
+// wait on a disk sync, and running them together makes newOrder wait for
+// one. If the limit refuses or a write fails, what was written is deleted
+// and what was spent given back, so nothing is half-done.
 func (s *Server) storeOrder(ctx context.Context, acct *storage.Account, order *storage.Order, fresh []*storage.Authorization) *Problem {
-	var txn ratelimit.Transaction
+	var (
+		txn      ratelimit.Transaction
+		refused  *Problem
+		spent    bool
+		writeErr = make([]error, 1+len(fresh))
+		wg       sync.WaitGroup
+	)
+	run := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
 	if len(fresh) > 0 {
 		txn = s.pendingTransaction(ctx, acct.ID, fresh...)
-		if p := s.limit(ctx, []ratelimit.Transaction{txn}, true); p != nil {
-			return p
-		}
+		run(func() {
+			refused = s.limit(ctx, []ratelimit.Transaction{txn}, true)
+			spent = refused == nil
+		})
 	}
-	writes := []func() error{func() error { return s.store.PutOrder(ctx, order) }}
-	for _, a := range fresh {
-		writes = append(writes, func() error { return s.store.PutAuthorization(ctx, a) })
-		id := storage.Identifier{Type: a.Identifier.Type, Value: a.Identifier.Value}
-		if a.Wildcard {
-			id.Value = "*." + id.Value
-		}
-		if a.ID != derivedAuthzID(acct.ID, id) { // else found without an index
-			writes = append(writes, func() error {
-				return s.store.PutReusableAuthorizationID(ctx, acct.ID, identKey(id), a.ID)
-			})
-		}
-	}
-	errs := make([]error, len(writes))
-	var wg sync.WaitGroup
-	for i, write := range writes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = write()
-		}()
+	run(func() { writeErr[0] = s.store.PutOrder(ctx, order) })
+	for i, a := range fresh {
+		run(func() { writeErr[i+1] = s.store.PutAuthorization(ctx, a) })
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		s.logger.Error("storing order", errField(err))
-		if len(fresh) > 0 {
+
+	failed := errors.Join(writeErr...)
+	if refused != nil || failed != nil {
+		if failed != nil {
+			s.logger.Error("storing order", errField(failed))
+		}
+		if err := s.store.DeleteOrder(ctx, order.ID); err != nil {
+			s.logger.Warn("removing refused order", errField(err))
+		}
+		for _, a := range fresh {
+			if err := s.store.DeleteAuthorization(ctx, a.ID); err != nil {
+				s.logger.Warn("removing refused authorization", errField(err))
+			}
+		}
+		if spent {
 			if err := s.Limiter.Refund(ctx, []ratelimit.Transaction{txn}); err != nil {
 				s.logger.Error("refunding pending authorizations", errField(err))
 			}
 		}
+		if refused != nil {
+			return refused
+		}
 		return Internal("could not store the order")
+	}
+
+	// Index entries only for authorizations that are not an account's
+	// first for their name (rare), once the order is sure to stand.
+	for _, a := range fresh {
+		id := storage.Identifier{Type: a.Identifier.Type, Value: a.Identifier.Value}
+		if a.Wildcard {
+			id.Value = "*." + id.Value
+		}
+		if a.ID == derivedAuthzID(acct.ID, id) {
+			continue // found without an index
+		}
+		if err := s.store.PutReusableAuthorizationID(ctx, acct.ID, identKey(id), a.ID); err != nil {
+			s.logger.Warn("indexing authorization", errField(err))
+		}
 	}
 	return nil
 }
@@ -426,6 +449,9 @@ func (s *Server) handleOrder(w http.ResponseWriter, r *http.Request, req *signed
 	if !req.PostAsGet {
 		return Malformed("read an order with POST-as-GET (an empty payload)")
 	}
+	// Wait for a finalize in flight: its certificate is stored before its
+	// limits are known to allow it.
+	defer s.Shared.lock("order:" + args[0])()
 	o, p := s.loadOwnOrder(ctx, req, args[0])
 	if p != nil {
 		return p

@@ -148,6 +148,25 @@ func (st *Store) PutOrder(ctx context.Context, o *Order) error {
 	return st.storeJSON(ctx, st.orderKey(o.ID), o)
 }
 
+// DeleteOrder removes an order (one refused while it was being stored).
+func (st *Store) DeleteOrder(ctx context.Context, id string) error {
+	return st.deleteKey(ctx, st.orderKey(id))
+}
+
+// DeleteAuthorization removes an authorization (one refused while it was
+// being stored).
+func (st *Store) DeleteAuthorization(ctx context.Context, id string) error {
+	return st.deleteKey(ctx, st.key("authz", id+".json"))
+}
+
+func (st *Store) deleteKey(ctx context.Context, key string) error {
+	err := st.s.Delete(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // AccountOrders lists the IDs of one account's orders. It lists only that
 // account's folder, never all orders.
 func (st *Store) AccountOrders(ctx context.Context, accountID string) ([]string, error) {
@@ -200,6 +219,12 @@ func (st *Store) Certificate(ctx context.Context, serial string) (*Certificate, 
 // PutCertificate writes a certificate record.
 func (st *Store) PutCertificate(ctx context.Context, c *Certificate) error {
 	return st.storeJSON(ctx, st.key("certs", c.Serial+".json"), c)
+}
+
+// DeleteCertificate removes a certificate record (one whose issuance the
+// rate limits refused while it was being stored).
+func (st *Store) DeleteCertificate(ctx context.Context, serial string) error {
+	return st.deleteKey(ctx, st.key("certs", serial+".json"))
 }
 
 // PutRevocation records a revocation in its own folder, which a CRL
