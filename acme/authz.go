@@ -200,18 +200,10 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request, req *si
 	// and finishes in the background (RFC 8555 §7.5.1).
 	j := s.job(ctx, a, typ)
 	j.thumbprint = req.Account.Thumbprint
-	if !s.claimValidation(a.ID) {
+	done := s.startValidation(j)
+	if done == nil { // already being validated in this process
 		return s.challengeNow(w, r, req, authzID, typ, respond, find)
 	}
-	done := make(chan *storage.Authorization, 1)
-	s.Shared.validations.Add(1)
-	go func() {
-		defer s.Shared.validations.Done()
-		defer s.Shared.inflight.Delete(a.ID)
-		vctx, cancel := context.WithTimeout(context.Background(), validationTimeout)
-		defer cancel()
-		done <- s.validate(vctx, j)
-	}()
 	select {
 	case final := <-done:
 		if final != nil {
@@ -275,13 +267,6 @@ func (s *Server) markProcessing(ctx context.Context, authzID, typ string) *Probl
 	return nil
 }
 
-// claimValidation marks an authorization as being validated in this
-// process; false if it already is.
-func (s *Server) claimValidation(authzID string) bool {
-	_, busy := s.Shared.inflight.LoadOrStore(authzID, struct{}{})
-	return !busy
-}
-
 // resumeStale restarts a validation that a stopped process left in
 // processing.
 func (s *Server) resumeStale(ctx context.Context, a *storage.Authorization) {
@@ -295,18 +280,24 @@ func (s *Server) resumeStale(ctx context.Context, a *storage.Authorization) {
 // startValidation validates a challenge in the background, at most once at
 // a time per authorization in this process. It outlives the request and a
 // config reload; a clean stop waits for it (see Shared.Close).
-func (s *Server) startValidation(j validationJob) {
-	if !s.claimValidation(j.authzID) {
-		return
+//
+// The channel delivers the authorization as stored after the validation
+// (nil if it could not be stored); startValidation returns nil when the
+// authorization is already being validated here.
+func (s *Server) startValidation(j validationJob) <-chan *storage.Authorization {
+	if _, busy := s.Shared.inflight.LoadOrStore(j.authzID, struct{}{}); busy {
+		return nil
 	}
+	done := make(chan *storage.Authorization, 1)
 	s.Shared.validations.Add(1)
 	go func() {
 		defer s.Shared.validations.Done()
 		defer s.Shared.inflight.Delete(j.authzID)
 		ctx, cancel := context.WithTimeout(context.Background(), validationTimeout)
 		defer cancel()
-		s.validate(ctx, j)
+		done <- s.validate(ctx, j)
 	}()
+	return done
 }
 
 // validationJob is what a background validation needs from the request

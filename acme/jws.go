@@ -136,7 +136,7 @@ func (s *Server) verifyJWS(ctx context.Context, body []byte, url string, use key
 		return nil, Malformed("newAccount requires a \"jwk\" with the account key, not a \"kid\"")
 	}
 
-	jws, err := jose.ParseSigned(string(body), joseAlgorithms)
+	jws, err := jose.ParseSignedJSON(string(body), joseAlgorithms)
 	if err != nil {
 		return nil, Malformed("parsing JWS: %v", err)
 	}

@@ -50,6 +50,7 @@ type Problem struct {
 	// set by the handler, not sent
 	location   string // Location header (409 on keyChange)
 	retryAfter int    // seconds, for rateLimited
+	allow      string // Allow header, for 405
 }
 
 // Subproblem is one identifier's share of a compound problem (§6.7.1).

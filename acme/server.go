@@ -341,7 +341,7 @@ func plainID(s string) bool {
 
 func methodNotAllowed(r *http.Request, allowed string) *Problem {
 	p := Malformed("method %s is not allowed here; use %s", r.Method, allowed).WithStatus(http.StatusMethodNotAllowed)
-	p.location = "" // Allow is set by writeProblem
+	p.allow = allowed
 	return p
 }
 
@@ -439,14 +439,8 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p *Problem
 	if p.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(p.retryAfter))
 	}
-	if p.Status == http.StatusMethodNotAllowed {
-		if r.URL.Path == s.PathPrefix+"/new-nonce" {
-			h.Set("Allow", "HEAD, GET")
-		} else if strings.HasSuffix(r.URL.Path, "/directory") {
-			h.Set("Allow", "GET")
-		} else {
-			h.Set("Allow", "POST")
-		}
+	if p.allow != "" {
+		h.Set("Allow", p.allow)
 	}
 	if c := s.logger.Check(zap.DebugLevel, "ACME problem"); c != nil {
 		c.Write(zap.String("path", r.URL.Path), zap.String("type", p.Type), zap.String("detail", p.Detail), zap.Int("status", p.Status))

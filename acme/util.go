@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"sort"
-	"strings"
 )
 
 // newID returns a random 128-bit identifier, base64url: unguessable, so
@@ -41,5 +40,3 @@ func decodePayload(payload []byte, v any) *Problem {
 	}
 	return nil
 }
-
-func lower(s string) string { return strings.ToLower(s) }

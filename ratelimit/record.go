@@ -115,10 +115,3 @@ func (r *record) refund(now time.Time, bk Bucket) {
 	}
 	r.setTAT(bk.Field, gcraRefund(now, r.tat(bk.Field), bk.Count, bk.Window, cost(bk)))
 }
-
-// formatTAT is the stored form of a rate bucket holding only its own TAT
-// (for tools that pre-fill buckets).
-func formatTAT(t time.Time) []byte {
-	b, _ := json.Marshal(rateRecord{TAT: t.UnixNano()})
-	return b
-}

@@ -150,9 +150,3 @@ func (p *keyPool) fill(ctx context.Context, n int) error {
 	}
 	return ctx.Err()
 }
-
-func (p *keyPool) size() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.keys)
-}
