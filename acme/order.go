@@ -329,12 +329,6 @@ func (s *Server) orderState(ctx context.Context, o *storage.Order) (string, *Pro
 	switch o.Status {
 	case storage.StatusValid, storage.StatusInvalid:
 		return o.Status, fromStored(o.Error), nil
-	case storage.StatusProcessing:
-		if now.Sub(o.ProcessingSince) < staleAfter {
-			return storage.StatusProcessing, nil, nil
-		}
-		// Abandoned by a process that stopped mid-finalize: the order is
-		// ready again, and finalize may be retried.
 	}
 	// Anything but pending may mean the order was finalized: its
 	// certificate (found by the serial the order determines) decides.
@@ -401,9 +395,6 @@ func (s *Server) orderState(ctx context.Context, o *storage.Order) (string, *Pro
 
 // orderSerial is the serial (lower-case hex) of an order's certificate.
 func (s *Server) orderSerial(o *storage.Order) string {
-	if o.CertSerial != "" {
-		return o.CertSerial // recorded by earlier versions
-	}
 	return hex.EncodeToString(s.Shared.serialFor(o.ID).Bytes())
 }
 

@@ -40,12 +40,11 @@ func TestOrderState(t *testing.T) {
 	pending := authzSpec{status: storage.StatusPending, expires: 7 * 24 * time.Hour}
 
 	tests := []struct {
-		name            string
-		authzs          []authzSpec
-		status          string        // the order's stored status
-		expires         time.Duration // the order's expiry, from now
-		processingSince time.Duration // from now (negative: in the past)
-		orderErr        *storage.Problem
+		name     string
+		authzs   []authzSpec
+		status   string        // the order's stored status
+		expires  time.Duration // the order's expiry, from now
+		orderErr *storage.Problem
 
 		want       string
 		wantType   string // type of the order's error, "" for none
@@ -112,26 +111,6 @@ func TestOrderState(t *testing.T) {
 			want: storage.StatusInvalid, wantType: ErrUnauthorized, wantDetail: "expired",
 		},
 		{
-			name:   "processing, recent",
-			authzs: []authzSpec{valid}, status: storage.StatusProcessing, expires: time.Hour, processingSince: -10 * time.Second,
-			want: storage.StatusProcessing,
-		},
-		{
-			name:   "processing, just under staleAfter",
-			authzs: []authzSpec{valid}, status: storage.StatusProcessing, expires: time.Hour, processingSince: -staleAfter + time.Second,
-			want: storage.StatusProcessing,
-		},
-		{
-			name:   "processing, abandoned",
-			authzs: []authzSpec{valid}, status: storage.StatusProcessing, expires: time.Hour, processingSince: -staleAfter - time.Second,
-			want: storage.StatusReady,
-		},
-		{
-			name:   "processing, abandoned, order since expired",
-			authzs: []authzSpec{valid}, status: storage.StatusProcessing, expires: -time.Second, processingSince: -time.Hour,
-			want: storage.StatusInvalid, wantType: ErrMalformed,
-		},
-		{
 			name:   "valid",
 			authzs: []authzSpec{valid}, status: storage.StatusValid, expires: time.Hour,
 			want: storage.StatusValid,
@@ -160,9 +139,6 @@ func TestOrderState(t *testing.T) {
 				CreatedAt:   now.Add(-time.Hour),
 				Error:       tt.orderErr,
 				Identifiers: nil,
-			}
-			if tt.processingSince != 0 {
-				o.ProcessingSince = now.Add(tt.processingSince)
 			}
 			for i, as := range tt.authzs {
 				name := fmt.Sprintf("n%d.example.com", i)

@@ -44,20 +44,19 @@ type Account struct {
 	UpdatedAt   time.Time       `json:"updated_at,omitempty"`
 }
 
-// Order is an ACME order (RFC 8555 §7.1.3). Status holds only what was
-// decided for the order itself (pending, processing, valid, invalid); whether
-// a pending order is ready follows from its authorizations when it is read.
+// Order is an ACME order (RFC 8555 §7.1.3). Its status is worked out when it
+// is read: from its authorizations, and from whether a certificate with the
+// serial it determines exists. Status and Error hold only a decision made
+// for the order itself (valid or invalid), which this version never stores.
 type Order struct {
-	ID              string       `json:"id"`
-	AccountID       string       `json:"account_id"`
-	Status          string       `json:"status"`
-	Identifiers     []Identifier `json:"identifiers"`
-	AuthzIDs        []string     `json:"authz_ids"`
-	Expires         time.Time    `json:"expires"`
-	CreatedAt       time.Time    `json:"created_at"`
-	ProcessingSince time.Time    `json:"processing_since,omitempty"`
-	CertSerial      string       `json:"cert_serial,omitempty"`
-	Error           *Problem     `json:"error,omitempty"`
+	ID          string       `json:"id"`
+	AccountID   string       `json:"account_id"`
+	Status      string       `json:"status"`
+	Identifiers []Identifier `json:"identifiers"`
+	AuthzIDs    []string     `json:"authz_ids"`
+	Expires     time.Time    `json:"expires"`
+	CreatedAt   time.Time    `json:"created_at"`
+	Error       *Problem     `json:"error,omitempty"`
 }
 
 // Authorization is an ACME authorization (RFC 8555 §7.1.4) with its

@@ -53,16 +53,14 @@ func TestRecordRoundTrip(t *testing.T) {
 		{
 			name: "order",
 			want: &Order{
-				ID:              "order1",
-				AccountID:       "acct1",
-				Status:          StatusInvalid,
-				Identifiers:     []Identifier{{Type: "dns", Value: "example.com"}, {Type: "dns", Value: "*.example.com"}},
-				AuthzIDs:        []string{"authz1", "authz2"},
-				Expires:         t0.Add(7 * 24 * time.Hour),
-				CreatedAt:       t0,
-				ProcessingSince: t0.Add(time.Minute),
-				CertSerial:      "0a1b2c",
-				Error:           prob,
+				ID:          "order1",
+				AccountID:   "acct1",
+				Status:      StatusInvalid,
+				Identifiers: []Identifier{{Type: "dns", Value: "example.com"}, {Type: "dns", Value: "*.example.com"}},
+				AuthzIDs:    []string{"authz1", "authz2"},
+				Expires:     t0.Add(7 * 24 * time.Hour),
+				CreatedAt:   t0,
+				Error:       prob,
 			},
 		},
 		{
@@ -142,7 +140,7 @@ func TestRecordOverwrite(t *testing.T) {
 	if err := st.PutOrder(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	o.Status, o.CertSerial = StatusValid, "01"
+	o.Status, o.AuthzIDs = StatusValid, []string{"z2"}
 	if err := st.PutOrder(ctx, o); err != nil {
 		t.Fatal(err)
 	}
@@ -150,8 +148,8 @@ func TestRecordOverwrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != StatusValid || got.CertSerial != "01" {
-		t.Errorf("after overwrite: status %q serial %q, want valid 01", got.Status, got.CertSerial)
+	if got.Status != StatusValid || len(got.AuthzIDs) != 1 || got.AuthzIDs[0] != "z2" {
+		t.Errorf("after overwrite: status %q authz %v, want valid [z2]", got.Status, got.AuthzIDs)
 	}
 }
 
