@@ -39,14 +39,14 @@ func TestRecheckCAA(t *testing.T) {
 		return id
 	}
 	fresh := &storage.Order{ID: "acct.o1", AccountID: "acct", AuthzIDs: []string{authz("a1", "fresh.example.test", time.Hour)}}
-	if p := s.recheckCAA(ctx, fresh); p != nil {
+	if p := s.recheckCAA(ctx, fresh, nil); p != nil {
 		t.Errorf("an authorization validated an hour ago was checked again: %v", p)
 	}
 	old := &storage.Order{ID: "acct.o2", AccountID: "acct", AuthzIDs: []string{authz("a2", "old.example.test", 9*time.Hour)}}
-	wantProblem(t, s.recheckCAA(ctx, old), ErrCAA, "old.example.test", "other-ca.example")
+	wantProblem(t, s.recheckCAA(ctx, old, nil), ErrCAA, "old.example.test", "other-ca.example")
 
 	dns.Clear("old.example.test")
-	if p := s.recheckCAA(ctx, old); p != nil {
+	if p := s.recheckCAA(ctx, old, nil); p != nil {
 		t.Errorf("with the CAA record gone: %v", p)
 	}
 }

@@ -54,7 +54,8 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 	if p != nil {
 		return p
 	}
-	status, _, p := s.orderState(ctx, o)
+	authzs := map[string]*storage.Authorization{}
+	status, _, p := s.orderStateWith(ctx, o, authzs)
 	if p != nil {
 		return p
 	}
@@ -69,7 +70,7 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 	if p != nil {
 		return p
 	}
-	if p := s.recheckCAA(ctx, o); p != nil {
+	if p := s.recheckCAA(ctx, o, authzs); p != nil {
 		return p
 	}
 	names := make([]string, len(o.Identifiers))
@@ -130,10 +131,7 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 	// The order record is not written: it is valid because a certificate
 	// with its serial exists (see orderState).
 	s.logger.Info("certificate issued", zap.String("serial", rec.Serial), zap.Strings("names", names), zap.String("account", o.AccountID))
-	obj, p := s.orderObject(ctx, o)
-	if p != nil {
-		return p
-	}
+	obj := s.renderOrder(ctx, o, storage.StatusValid, nil)
 	w.Header().Set("Location", s.resourceURL(ctx, "order", o.ID))
 	s.writeJSON(w, r, http.StatusOK, obj)
 	return nil
@@ -143,16 +141,21 @@ func (s *Server) handleFinalize(w http.ResponseWriter, r *http.Request, req *sig
 // validated longer ago than this (CA/B Forum Baseline Requirements 3.2.2.8).
 const caaRecheckAfter = 8 * time.Hour
 
-func (s *Server) recheckCAA(ctx context.Context, o *storage.Order) *Problem {
+// recheckCAA takes the order's authorizations from known, loading any
+// that are missing.
+func (s *Server) recheckCAA(ctx context.Context, o *storage.Order, known map[string]*storage.Authorization) *Problem {
 	if !s.CAA {
 		return nil
 	}
 	now := s.Now()
 	for _, id := range o.AuthzIDs {
-		a, err := s.store.Authorization(ctx, id)
-		if err != nil {
-			s.logger.Error("loading authorization", errField(err))
-			return Internal("could not load the order's authorizations")
+		a := known[id]
+		if a == nil {
+			var err error
+			if a, err = s.store.Authorization(ctx, id); err != nil {
+				s.logger.Error("loading authorization", errField(err))
+				return Internal("could not load the order's authorizations")
+			}
 		}
 		if now.Sub(a.ValidatedAt) <= caaRecheckAfter {
 			continue

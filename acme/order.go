@@ -86,7 +86,11 @@ func (s *Server) handleNewOrder(w http.ResponseWriter, r *http.Request, req *sig
 	if p := s.storeOrder(ctx, req.Account, order, fresh); p != nil {
 		return p
 	}
-	obj, p := s.orderObject(ctx, order)
+	known := make(map[string]*storage.Authorization, len(authzs))
+	for _, a := range authzs {
+		known[a.ID] = a
+	}
+	obj, p := s.orderObjectWith(ctx, order, known)
 	if p != nil {
 		return p
 	}
@@ -325,6 +329,13 @@ func hasProcessing(a *storage.Authorization) bool {
 // orderState works out an order's current status from its own record and
 // its authorizations (RFC 8555 §7.1.6).
 func (s *Server) orderState(ctx context.Context, o *storage.Order) (string, *Problem, *Problem) {
+	return s.orderStateWith(ctx, o, nil)
+}
+
+// orderStateWith is orderState taking the authorizations a request already
+// holds from known, and adding those it loads, so one request loads each
+// authorization once.
+func (s *Server) orderStateWith(ctx context.Context, o *storage.Order, known map[string]*storage.Authorization) (string, *Problem, *Problem) {
 	now := s.Now()
 	switch o.Status {
 	case storage.StatusValid, storage.StatusInvalid:
@@ -349,7 +360,10 @@ func (s *Server) orderState(ctx context.Context, o *storage.Order) (string, *Pro
 		failed = NewProblem(ErrMalformed, "the order expired at %s before it was finalized", o.Expires.UTC().Format(timeFormat))
 	} else {
 		for _, id := range o.AuthzIDs {
-			a, err := s.store.Authorization(ctx, id)
+			a, err := known[id], error(nil)
+			if a == nil {
+				a, err = s.store.Authorization(ctx, id)
+			}
 			if errors.Is(err, storage.ErrNotFound) {
 				// Its write failed when the order was created.
 				failed = Internal("an authorization of this order was lost; place a new order")
@@ -358,6 +372,9 @@ func (s *Server) orderState(ctx context.Context, o *storage.Order) (string, *Pro
 			if err != nil {
 				s.logger.Error("loading authorization", errField(err))
 				return "", nil, Internal("could not load the order's authorizations")
+			}
+			if known != nil {
+				known[id] = a
 			}
 			s.resumeStale(ctx, a)
 			switch st := authzStatus(a, now); st {
@@ -399,10 +416,20 @@ func (s *Server) orderSerial(o *storage.Order) string {
 }
 
 func (s *Server) orderObject(ctx context.Context, o *storage.Order) (*orderObject, *Problem) {
-	status, orderErr, p := s.orderState(ctx, o)
+	return s.orderObjectWith(ctx, o, nil)
+}
+
+// orderObjectWith renders an order, taking authorizations from known.
+func (s *Server) orderObjectWith(ctx context.Context, o *storage.Order, known map[string]*storage.Authorization) (*orderObject, *Problem) {
+	status, orderErr, p := s.orderStateWith(ctx, o, known)
 	if p != nil {
 		return nil, p
 	}
+	return s.renderOrder(ctx, o, status, orderErr), nil
+}
+
+// renderOrder is the order object for a status already worked out.
+func (s *Server) renderOrder(ctx context.Context, o *storage.Order, status string, orderErr *Problem) *orderObject {
 	obj := &orderObject{
 		Status:      status,
 		Expires:     o.Expires.UTC().Format(timeFormat),
@@ -416,7 +443,7 @@ func (s *Server) orderObject(ctx context.Context, o *storage.Order) (*orderObjec
 	if status == storage.StatusValid {
 		obj.Certificate = s.resourceURL(ctx, "cert", s.orderSerial(o))
 	}
-	return obj, nil
+	return obj
 }
 
 // loadOwnOrder loads an order that must belong to the requesting account.
